@@ -1,0 +1,200 @@
+"""Building blocks of the Vision Transformer, with the official parameter names.
+
+Each block can *tap* its intermediate tensors (query, key, value, attention,
+block output) during the normal forward pass, so several layers and facets
+come from one pass and nothing is computed twice.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Names a caller may request from a block.
+TAP_NAMES = frozenset({"query", "key", "value", "token", "attn", "cls_attn"})
+
+
+class PatchEmbed(nn.Module):
+    """Image to patch tokens with a convolution whose stride is chosen per call.
+
+    A stride smaller than the patch size gives overlapping patches (the
+    "stride trick" of Amir et al.) with the same weights.
+    """
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: Tensor, stride: Optional[int] = None) -> tuple[Tensor, tuple[int, int]]:
+        s = stride or self.patch_size
+        x = F.conv2d(x, self.proj.weight, self.proj.bias, stride=s)
+        grid = (x.shape[-2], x.shape[-1])
+        return x.flatten(2).transpose(1, 2), grid
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention (``qkv`` and ``proj`` linear layers).
+
+    Uses fused scaled-dot-product attention unless the attention weights are
+    requested; the CLS row alone (``cls_attn``) costs one extra row, never a
+    tokens x tokens matrix.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, taps: Optional[dict] = None, want: frozenset = frozenset()) -> Tensor:
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if taps is not None:
+            for i, name in enumerate(("query", "key", "value")):
+                if name in want:
+                    taps[name] = qkv[i]
+            if "cls_attn" in want:
+                logits = (q[:, :, :1] * self.scale) @ k.transpose(-2, -1)
+                taps["cls_attn"] = logits.softmax(dim=-1)[:, :, 0]
+        if taps is not None and "attn" in want:
+            attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+            taps["attn"] = attn
+            out = attn @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
+        out = out.transpose(1, 2).reshape(B, N, C)
+        return self.proj(out)
+
+
+class Mlp(nn.Module):
+    """Two-layer feed-forward network (``fc1``, GELU, ``fc2``)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SwiGLUFFN(nn.Module):
+    """DINOv2's SwiGLU feed-forward (``w12``, ``w3``) used by ViT-g/14."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        hidden = (int(hidden * 2 / 3) + 7) // 8 * 8
+        self.w12 = nn.Linear(dim, 2 * hidden)
+        self.w3 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x1, x2 = self.w12(x).chunk(2, dim=-1)
+        return self.w3(F.silu(x1) * x2)
+
+
+class LayerScale(nn.Module):
+    """Per-channel residual scaling (``gamma``), as in DINOv2."""
+
+    def __init__(self, dim: int, init_value: float = 1e-5) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), init_value))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gamma
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (training only)."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + attn(norm1(x))``, ``x + mlp(norm2(x))``."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        eps: float = 1e-6,
+        layerscale: bool = False,
+        ffn: str = "mlp",
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, num_heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = SwiGLUFFN(dim, hidden) if ffn == "swiglu" else Mlp(dim, hidden)
+        if layerscale:
+            self.ls1 = LayerScale(dim)
+            self.ls2 = LayerScale(dim)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor, taps: Optional[dict] = None, want: frozenset = frozenset()) -> Tensor:
+        y = self.attn(self.norm1(x), taps, want)
+        if hasattr(self, "ls1"):
+            y = self.ls1(y)
+        x = x + self.drop_path(y)
+        y = self.mlp(self.norm2(x))
+        if hasattr(self, "ls2"):
+            y = self.ls2(y)
+        x = x + self.drop_path(y)
+        if taps is not None and "token" in want:
+            taps["token"] = x
+        return x
+
+
+def interpolate_pos_embed(
+    pos_embed: Tensor,
+    rows: int,
+    cols: int,
+    image_hw: tuple[int, int],
+    mode: str = "dino",
+) -> Tensor:
+    """Resize a ``(1, 1 + M*M, D)`` positional embedding to a ``rows x cols`` grid.
+
+    Follows DINO exactly: bicubic, ``align_corners=False``, scale factors
+    ``(rows + 0.1) / M`` and ``(cols + 0.1) / M``; the table is returned
+    unchanged when the grid has ``M*M`` patches and the image is square.
+    ``mode="dinov2"`` interpolates in float32 as DINOv2 does.
+    """
+    n = pos_embed.shape[1] - 1
+    if rows * cols == n and image_hw[0] == image_hw[1]:
+        return pos_embed
+    m = int(math.sqrt(n))
+    dim = pos_embed.shape[-1]
+    dtype = pos_embed.dtype
+    table = pos_embed.float() if (mode == "dinov2" or dtype in (torch.float16, torch.bfloat16)) else pos_embed
+    cls_pe, patch_pe = table[:, :1], table[:, 1:]
+    patch_pe = F.interpolate(
+        patch_pe.reshape(1, m, m, dim).permute(0, 3, 1, 2),
+        scale_factor=((rows + 0.1) / m, (cols + 0.1) / m),
+        mode="bicubic",
+        align_corners=False,
+        recompute_scale_factor=False,
+    )
+    if patch_pe.shape[-2:] != (rows, cols):  # pragma: no cover - guards the +0.1 rule
+        raise RuntimeError(f"positional embedding resized to {tuple(patch_pe.shape[-2:])}, expected {(rows, cols)}")
+    patch_pe = patch_pe.permute(0, 2, 3, 1).reshape(1, rows * cols, dim)
+    return torch.cat((cls_pe, patch_pe), dim=1).to(dtype)

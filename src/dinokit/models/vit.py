@@ -1,0 +1,167 @@
+"""The Vision Transformer backbone in the layout of the official DINO and DINOv2 checkpoints.
+
+Parameter names match ``facebookresearch/dino`` (``cls_token``, ``pos_embed``,
+``patch_embed.proj``, ``blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``,
+``norm``) and, with registers / layer scale / SwiGLU enabled, DINOv2, so the
+official files load with strict key checking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .config import ArchConfig
+from .layers import TAP_NAMES, Block, PatchEmbed, interpolate_pos_embed
+
+
+@dataclass
+class ForwardResult:
+    """What one tapped forward pass returns.
+
+    ``taps[layer][name]``: ``query``/``key``/``value`` are ``(B, heads, N, head_dim)``,
+    ``token`` is ``(B, N, D)``, ``attn`` is ``(B, heads, N, N)`` and ``cls_attn``
+    ``(B, heads, N)``, where ``N`` counts the prefix tokens (CLS, registers)
+    followed by the ``grid[0] * grid[1]`` patch tokens in row-major order.
+    """
+
+    taps: dict[int, dict[str, Tensor]]
+    grid: tuple[int, int]
+    num_prefix_tokens: int
+    output: Optional[Tensor] = None
+
+
+class VisionTransformer(nn.Module):
+    """ViT backbone whose patch stride can be changed per call (overlapping patches)."""
+
+    def __init__(self, cfg: ArchConfig, drop_path_rate: float = 0.0) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.embed_dim
+        self.patch_size = cfg.patch_size
+        self.embed_dim = d
+        self.num_heads = cfg.num_heads
+        self.num_prefix_tokens = cfg.num_prefix_tokens
+        self.patch_embed = PatchEmbed(cfg.patch_size, 3, d)
+        grid = cfg.img_size // cfg.patch_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, d))
+        if cfg.num_register_tokens:
+            self.register_tokens = nn.Parameter(torch.zeros(1, cfg.num_register_tokens, d))
+        if cfg.mask_token:
+            self.mask_token = nn.Parameter(torch.zeros(1, d))
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, cfg.depth)]
+        self.blocks = nn.ModuleList(
+            Block(
+                d,
+                cfg.num_heads,
+                cfg.mlp_ratio,
+                cfg.qkv_bias,
+                cfg.layernorm_eps,
+                layerscale=cfg.layerscale,
+                ffn=cfg.ffn,
+                drop_path=dpr[i],
+            )
+            for i in range(cfg.depth)
+        )
+        self.norm = nn.LayerNorm(d, eps=cfg.layernorm_eps)
+        self.head = nn.Identity()
+        self.init_weights()
+
+    def init_weights(self, seed: Optional[int] = None) -> None:
+        """Random initialisation as in DINO (truncated normal, std 0.02)."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+
+        def trunc(t: Tensor) -> None:
+            with torch.no_grad():
+                t.copy_(torch.randn(t.shape, generator=gen).clamp_(-2, 2) * 0.02)
+
+        trunc(self.pos_embed)
+        trunc(self.cls_token)
+        if hasattr(self, "register_tokens"):
+            trunc(self.register_tokens)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Conv2d):
+                trunc(m.weight)
+                nn.init.zeros_(m.bias)
+
+    # --- token preparation -------------------------------------------------
+    def grid_size(self, height: int, width: int, stride: Optional[int] = None) -> tuple[int, int]:
+        """Number of patch rows and columns for an image of this size at ``stride``."""
+        s = stride or self.patch_size
+        p = self.patch_size
+        return 1 + (height - p) // s, 1 + (width - p) // s
+
+    def prepare_tokens(self, x: Tensor, stride: Optional[int] = None) -> tuple[Tensor, tuple[int, int]]:
+        """Patch-embed ``x``, prepend CLS, add positional embedding, insert registers."""
+        B, _, H, W = x.shape
+        tokens, grid = self.patch_embed(x, stride)
+        tokens = torch.cat((self.cls_token.expand(B, -1, -1).to(tokens.dtype), tokens), dim=1)
+        pos = interpolate_pos_embed(self.pos_embed, grid[0], grid[1], (H, W), self.cfg.pos_embed_mode)
+        tokens = tokens + pos.to(tokens.dtype)
+        if hasattr(self, "register_tokens"):
+            regs = self.register_tokens.expand(B, -1, -1).to(tokens.dtype)
+            tokens = torch.cat((tokens[:, :1], regs, tokens[:, 1:]), dim=1)
+        return tokens, grid
+
+    # --- forward passes ------------------------------------------------------
+    def run(
+        self,
+        x: Tensor,
+        taps: Mapping[int, Iterable[str]],
+        stride: Optional[int] = None,
+        final_norm: bool = False,
+    ) -> ForwardResult:
+        """Forward pass that records the requested tensors of the requested blocks.
+
+        Stops after the deepest requested block unless ``final_norm`` asks for
+        the full pass (then ``output`` is the normalised token sequence).
+        Layers may be negative (``-1`` is the last block).
+        """
+        want: dict[int, frozenset] = {}
+        for layer, names in taps.items():
+            idx = layer + len(self.blocks) if layer < 0 else layer
+            if not 0 <= idx < len(self.blocks):
+                raise ValueError(f"layer {layer} out of range for a {len(self.blocks)}-block model")
+            names = frozenset(names)
+            unknown = names - TAP_NAMES
+            if unknown:
+                raise ValueError(f"unknown facet(s) {sorted(unknown)}; choose from {sorted(TAP_NAMES)}")
+            want[idx] = want.get(idx, frozenset()) | names
+        last = len(self.blocks) - 1 if final_norm or not want else max(want)
+        h, grid = self.prepare_tokens(x, stride)
+        out: dict[int, dict[str, Tensor]] = {}
+        for i in range(last + 1):
+            if i in want:
+                out[i] = {}
+                h = self.blocks[i](h, out[i], want[i])
+            else:
+                h = self.blocks[i](h)
+        result = ForwardResult(out, grid, self.num_prefix_tokens)
+        if final_norm:
+            result.output = self.norm(h)
+        return result
+
+    def forward(self, x: Tensor, stride: Optional[int] = None) -> Tensor:
+        """CLS token after the final norm, as DINO's ``model(x)``."""
+        return self.run(x, {}, stride, final_norm=True).output[:, 0]
+
+    def get_last_selfattention(self, x: Tensor, stride: Optional[int] = None) -> Tensor:
+        """Attention weights of the last block, ``(B, heads, N, N)``."""
+        return self.run(x, {-1: ("attn",)}, stride).taps[len(self.blocks) - 1]["attn"]
+
+    def get_intermediate_layers(self, x: Tensor, n: int = 1, stride: Optional[int] = None) -> list[Tensor]:
+        """Normalised outputs of the last ``n`` blocks, as DINO's method of the same name."""
+        depth = len(self.blocks)
+        res = self.run(x, {i: ("token",) for i in range(depth - n, depth)}, stride)
+        return [self.norm(res.taps[i]["token"]) for i in range(depth - n, depth)]

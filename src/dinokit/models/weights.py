@@ -1,0 +1,318 @@
+"""Reading, checking, downloading and saving backbone weights.
+
+Every file is loaded safely: safetensors, or ``torch.load(weights_only=True)``
+with exactly one extra allowed class (``argparse.Namespace``, which DINO's
+training checkpoints carry). Pickled code is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import torch
+
+from ..errors import WeightsError
+from ..io import save_tensors
+from .config import ARCH_PRESETS, STANDARD_HEADS, ArchConfig, arch_preset
+from .registry import DEFAULT_MODEL, ModelSpec, get_spec
+from .vit import VisionTransformer
+
+PathLike = Union[str, os.PathLike]
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".tar")
+# Prefixes that wrap a backbone in DINO / DDP checkpoints, stripped in this order.
+_PREFIXES = ("module.", "backbone.", "encoder.")
+# Non-backbone entries of training checkpoints.
+_DROP = ("head.", "dino_head.", "ibot_head.")
+
+
+@dataclass
+class LoadedWeights:
+    """A backbone state dict and what the file said about itself."""
+
+    state_dict: dict[str, torch.Tensor]
+    metadata: Optional[dict[str, str]] = None
+    args: Any = None
+    source: str = ""
+    dropped: list[str] = field(default_factory=list)
+
+
+def cache_dir() -> Path:
+    """Folder where named weights are cached (torch hub's ``checkpoints``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def cached_file(spec: ModelSpec) -> Optional[Path]:
+    """Cache location of a named model's weights (``None`` if it has no URL)."""
+    return cache_dir() / spec.filename if spec.filename else None
+
+
+def download_weights(spec: ModelSpec, progress: bool = True) -> Path:
+    """Return the cached weights file of ``spec``, downloading it once if needed.
+
+    Without network the user gets one line: the URL, the cache path, and how
+    to pass a file instead.
+    """
+    dst = cached_file(spec)
+    if dst is None:
+        raise WeightsError(f"model {spec.name} has no download URL; pass --weights FILE")
+    if dst.is_file():
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(spec.url, str(dst), progress=progress)
+    except Exception as exc:  # network errors come in many types (URLError, OSError, HTTPError, ssl)
+        reason = str(getattr(exc, "reason", "") or exc).strip() or type(exc).__name__
+        raise WeightsError(
+            f"could not download the weights of {spec.name} from {spec.url} ({reason}); "
+            f"download that file yourself and save it as {dst}, or pass it with --weights FILE "
+            f"(Python: load_model('{spec.name}', weights='FILE'))"
+        ) from None
+    return dst
+
+
+def read_weights(path: PathLike, checkpoint_key: str = "teacher") -> LoadedWeights:
+    """Read a backbone state dict from ``.safetensors`` or a PyTorch file, safely.
+
+    Training checkpoints (``teacher``/``student``/``model``/``state_dict``
+    entries, ``module.`` and ``backbone.`` prefixes) are unwrapped and their
+    head entries dropped.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"{path}: no such weights file")
+    if path.is_dir():
+        raise WeightsError(f"{path}: is a folder, expected a weights file (.pth, .pt or .safetensors)")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{path}: the file is empty")
+    metadata = None
+    args = None
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+        from safetensors.torch import load_file
+
+        try:
+            with safe_open(str(path), "pt") as f:
+                metadata = f.metadata()
+            obj: Any = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
+    else:
+        try:
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if "Unsupported global" in str(exc) or "weights_only" in str(exc).lower():
+                found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+                what = f" ({found.group(1)})" if found else ""
+                raise WeightsError(
+                    f"{path}: refused to load: the file contains Python objects{what} that could run code; "
+                    "only plain tensors are accepted (convert it to .safetensors or a plain state dict)"
+                ) from None
+            raise WeightsError(f"{path}: not a readable PyTorch weights file ({msg})") from None
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    if isinstance(obj.get("args"), argparse.Namespace):
+        args = obj["args"]
+    state, dropped = unwrap_checkpoint(obj, str(path), checkpoint_key)
+    return LoadedWeights(state, metadata, args, str(path), dropped)
+
+
+def unwrap_checkpoint(obj: Mapping, source: str = "checkpoint", key: str = "teacher") -> tuple[dict, list[str]]:
+    """Find the backbone state dict inside a checkpoint and normalise its keys."""
+    for candidate in (key, "teacher", "student", "model", "state_dict", "module"):
+        if candidate in obj and isinstance(obj[candidate], Mapping):
+            obj = obj[candidate]
+            break
+    state: dict[str, torch.Tensor] = {}
+    dropped: list[str] = []
+    for name, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            dropped.append(name)
+            continue
+        for prefix in _PREFIXES:
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+        if name.startswith(_DROP):
+            dropped.append(name)
+            continue
+        state[name] = value
+    if not state:
+        raise WeightsError(f"{source}: contains no tensors that look like a ViT backbone")
+    return state, dropped
+
+
+def infer_arch(state: Mapping[str, torch.Tensor], num_heads: Optional[int] = None, source: str = "weights") -> ArchConfig:
+    """Architecture from tensor shapes; the head count must be given unless the width is standard."""
+    try:
+        w = state["patch_embed.proj.weight"]
+        pos = state["pos_embed"]
+    except KeyError as exc:
+        raise WeightsError(f"{source}: missing {exc.args[0]}, not a ViT backbone state dict") from None
+    dim, patch = int(w.shape[0]), int(w.shape[-1])
+    depth = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k)))
+    if num_heads is None:
+        if dim not in STANDARD_HEADS:
+            raise WeightsError(
+                f"{source}: cannot tell the number of attention heads of a {dim}-wide ViT from its weights; "
+                "pass --num-heads N (Python: num_heads=N)"
+            )
+        num_heads = STANDARD_HEADS[dim]
+    regs = int(state["register_tokens"].shape[1]) if "register_tokens" in state else 0
+    swiglu = "blocks.0.mlp.w12.weight" in state
+    if swiglu:
+        mlp_ratio = 4.0
+    else:
+        mlp_ratio = state["blocks.0.mlp.fc1.weight"].shape[0] / dim
+    n_pos = int(pos.shape[1]) - 1
+    side = int(round(n_pos**0.5))
+    layerscale = "blocks.0.ls1.gamma" in state
+    dinov2 = layerscale or regs > 0 or "mask_token" in state
+    return ArchConfig(
+        patch_size=patch,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=int(num_heads),
+        mlp_ratio=float(mlp_ratio),
+        qkv_bias="blocks.0.attn.qkv.bias" in state,
+        img_size=side * patch,
+        num_register_tokens=regs,
+        layerscale=layerscale,
+        ffn="swiglu" if swiglu else "mlp",
+        pos_embed_mode="dinov2" if dinov2 else "dino",
+        mask_token="mask_token" in state,
+    )
+
+
+def shape_report(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Readable list of missing, unexpected and mis-shaped keys (empty when they match)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    lines = []
+    for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
+        if items:
+            shown = ", ".join(items[:4]) + (f" (+{len(items) - 4} more)" if len(items) > 4 else "")
+            lines.append(f"{len(items)} {title} key(s): {shown}")
+    return lines
+
+
+def build_and_load(cfg: ArchConfig, state: Mapping[str, torch.Tensor], source: str) -> VisionTransformer:
+    """Build a model for ``cfg`` and load ``state`` strictly, or raise a readable report."""
+    model = VisionTransformer(cfg)
+    problems = shape_report(model, state)
+    if problems:
+        raise WeightsError(
+            f"{source}: the weights do not fit the architecture "
+            f"(patch {cfg.patch_size}, dim {cfg.embed_dim}, depth {cfg.depth}, heads {cfg.num_heads}): "
+            + "; ".join(problems)
+        )
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    return model
+
+
+def _arch_from_args(args: Any, state: Mapping[str, torch.Tensor], source: str) -> Optional[ArchConfig]:
+    """Use a training checkpoint's ``args.arch`` only when it agrees with the weights."""
+    name = getattr(args, "arch", None)
+    if name not in ARCH_PRESETS:
+        return None
+    preset = arch_preset(name, patch_size=int(getattr(args, "patch_size", 16)))
+    shapes = infer_arch(state, num_heads=preset.num_heads, source=source)
+    if shapes.embed_dim != preset.embed_dim or shapes.depth != preset.depth or shapes.patch_size != preset.patch_size:
+        raise WeightsError(
+            f"{source}: the checkpoint says arch={name} (dim {preset.embed_dim}, depth {preset.depth}, "
+            f"patch {preset.patch_size}) but its weights are dim {shapes.embed_dim}, depth {shapes.depth}, "
+            f"patch {shapes.patch_size}; pass --num-heads N to build the model from the weights' shapes"
+        )
+    return shapes
+
+
+def load_model(
+    model: Optional[str] = None,
+    weights: Optional[PathLike] = None,
+    *,
+    num_heads: Optional[int] = None,
+    arch: Optional[ArchConfig] = None,
+    pretrained: bool = True,
+    checkpoint_key: str = "teacher",
+    device: Union[str, torch.device, None] = None,
+    dtype: Optional[torch.dtype] = None,
+    progress: bool = True,
+    seed: int = 0,
+) -> VisionTransformer:
+    """Build a backbone by name and/or from a weights file, ready for inference.
+
+    - ``load_model("dino_vits8")``: the official weights, downloaded once.
+    - ``load_model(weights="file.safetensors")``: architecture from the file's
+      metadata, or from the tensor shapes (``num_heads`` for non-standard widths).
+    - ``load_model("dino_vits8", pretrained=False)``: random weights (seeded).
+
+    The returned model is in eval mode and carries ``model.spec`` (or ``None``)
+    and ``model.source`` (where the weights came from).
+    """
+    if model is not None and weights is None and (Path(model).suffix in WEIGHT_SUFFIXES or os.sep in model):
+        model, weights = None, model
+    spec = get_spec(model) if model is not None else None
+    if weights is None and spec is None and arch is None:
+        spec = get_spec(DEFAULT_MODEL)
+    if weights is not None:
+        loaded = read_weights(weights, checkpoint_key)
+        source = loaded.source
+        if arch is not None:
+            cfg = arch if num_heads is None else arch.replace(num_heads=num_heads)
+        elif loaded.metadata and loaded.metadata.get("format") == "dinokit-arch-v1":
+            cfg = ArchConfig.from_metadata(loaded.metadata, source)
+            if num_heads is not None:
+                cfg = cfg.replace(num_heads=num_heads)
+        elif spec is not None:
+            cfg = spec.arch if num_heads is None else spec.arch.replace(num_heads=num_heads)
+        elif num_heads is None and loaded.args is not None:
+            cfg = _arch_from_args(loaded.args, loaded.state_dict, source) or infer_arch(loaded.state_dict, None, source)
+        else:
+            cfg = infer_arch(loaded.state_dict, num_heads, source)
+        net = build_and_load(cfg, loaded.state_dict, source)
+    elif spec is not None and pretrained:
+        path = download_weights(spec, progress=progress)
+        loaded = read_weights(path, checkpoint_key)
+        source = spec.url or str(path)
+        net = build_and_load(spec.arch, loaded.state_dict, str(path))
+    else:
+        cfg = arch or spec.arch  # type: ignore[union-attr]
+        if num_heads is not None:
+            cfg = cfg.replace(num_heads=num_heads)
+        net = VisionTransformer(cfg)
+        net.init_weights(seed)
+        source = "random"
+    net.spec = spec  # type: ignore[attr-defined]
+    net.source = source  # type: ignore[attr-defined]
+    net.eval().requires_grad_(False)
+    if device is not None or dtype is not None:
+        net.to(device=device, dtype=dtype)
+    return net
+
+
+def create_model(arch: Union[str, ArchConfig], seed: int = 0, **overrides: Any) -> VisionTransformer:
+    """A randomly initialised backbone from a preset name (``vit_small``), a model name or a config."""
+    if isinstance(arch, str):
+        cfg = arch_preset(arch, **overrides) if arch in ARCH_PRESETS else get_spec(arch).arch.replace(**overrides)
+    else:
+        cfg = arch.replace(**overrides) if overrides else arch
+    return load_model(arch=cfg, pretrained=False, seed=seed)
+
+
+def save_backbone(model: VisionTransformer, path: PathLike, overwrite: bool = True, extra: Optional[dict[str, str]] = None) -> Path:
+    """Save a backbone as safetensors with ``dinokit-arch-v1`` metadata (atomic)."""
+    meta = model.cfg.to_metadata()
+    if extra:
+        meta.update({k: str(v) for k, v in extra.items()})
+    return save_tensors(path, model.state_dict(), meta, overwrite)
