@@ -1,0 +1,27 @@
+"""Image preprocessing, the dense descriptor extractor, log-binning, saliency and patch geometry."""
+
+from .binning import bin_offsets, log_bin
+from .coords import GridGeometry
+from .extractor import FACETS, Extractor, Features, default_device, parse_dtype, split_features
+from .image import IMAGE_SUFFIXES, LoadedImage, list_images, open_image, preprocess, resized_size, to_rgb
+from .saliency import saliency_from_cls_attention
+
+__all__ = [
+    "bin_offsets",
+    "log_bin",
+    "GridGeometry",
+    "FACETS",
+    "Extractor",
+    "Features",
+    "default_device",
+    "parse_dtype",
+    "split_features",
+    "IMAGE_SUFFIXES",
+    "LoadedImage",
+    "list_images",
+    "open_image",
+    "preprocess",
+    "resized_size",
+    "to_rgb",
+    "saliency_from_cls_attention",
+]

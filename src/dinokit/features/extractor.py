@@ -1,0 +1,266 @@
+"""Dense ViT descriptors (Amir et al. 2021) from one forward pass.
+
+:class:`Extractor` wraps a backbone and returns descriptors of any facet
+(``key``, ``query``, ``value``, ``token``) of any set of layers, optionally
+log-binned, plus the CLS-attention saliency, all from a single forward pass
+that stops after the deepest block needed. Overlapping patches come from a
+patch stride smaller than the patch size, with DINO's positional-embedding
+interpolation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from ..errors import DinokitError, ImageError
+from ..models import VisionTransformer, load_model
+from .binning import log_bin
+from .coords import GridGeometry
+from .image import LoadedImage, LoadSize, PathLike, preprocess
+from .saliency import saliency_from_cls_attention
+
+FACETS = ("key", "query", "value", "token")
+ImageInput = Union[PathLike, Image.Image, LoadedImage]
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def parse_dtype(dtype: Union[str, torch.dtype, None]) -> torch.dtype:
+    """``"float32"``/``"bfloat16"``/``"float16"`` (or a torch dtype) to a torch dtype."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+    if dtype not in table:
+        raise DinokitError(f"unknown dtype {dtype!r}; choose float32, bfloat16 or float16")
+    return table[dtype]
+
+
+@dataclass
+class Features:
+    """Result of :meth:`Extractor.extract` for one batch of equal-size images.
+
+    ``descriptors[(layer, facet)]`` is ``(B, T, D)`` float32 (row 0 is the CLS
+    token when ``include_cls``); ``saliency`` is ``(B, T)`` in [0, 1];
+    ``geometry[i]`` maps image ``i``'s patches to pixels.
+    """
+
+    descriptors: dict[tuple[int, str], Tensor]
+    grid: tuple[int, int]
+    geometry: list[GridGeometry]
+    saliency: Optional[Tensor] = None
+    images: list[Optional[LoadedImage]] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    def get(self, layer: Optional[int] = None, facet: Optional[str] = None) -> Tensor:
+        """The descriptors of ``(layer, facet)``, or the only ones when unspecified."""
+        matches = [k for k in self.descriptors if (layer is None or k[0] == layer) and (facet is None or k[1] == facet)]
+        if len(matches) != 1:
+            raise KeyError(f"ask for one of {sorted(self.descriptors)}")
+        return self.descriptors[matches[0]]
+
+
+class Extractor:
+    """Dense descriptors and saliency from a ViT.
+
+    Args:
+        model: a model name (``"dino_vits8"``), a weights file, or a built
+            :class:`VisionTransformer`.
+        weights: a weights file for ``model`` (overrides the download).
+        stride: patch stride; smaller than the patch size gives overlapping
+            patches; must divide the patch size. Defaults to the patch size.
+        load_size: resize rule for images given as paths (smaller edge);
+            ``None`` keeps the size.
+        device, dtype: where and in which precision the backbone runs;
+            descriptors are returned as float32.
+    """
+
+    def __init__(
+        self,
+        model: Union[str, VisionTransformer, None] = None,
+        weights: Optional[PathLike] = None,
+        *,
+        stride: Optional[int] = None,
+        load_size: LoadSize = 224,
+        device: Union[str, torch.device, None] = None,
+        dtype: Union[str, torch.dtype, None] = None,
+        num_heads: Optional[int] = None,
+        progress: bool = True,
+    ) -> None:
+        self.device = torch.device(device) if device is not None else default_device()
+        self.dtype = parse_dtype(dtype)
+        if isinstance(model, torch.nn.Module):
+            net = model
+        else:
+            net = load_model(model, weights, num_heads=num_heads, progress=progress)
+        self.model: VisionTransformer = net.to(device=self.device, dtype=self.dtype).eval()
+        self.patch_size = int(self.model.patch_size)
+        self.stride = int(stride) if stride is not None else self.patch_size
+        if self.stride <= 0 or self.patch_size % self.stride:
+            raise DinokitError(f"stride {self.stride} must divide the patch size {self.patch_size}")
+        self.load_size = load_size
+        self.num_heads = int(self.model.num_heads)
+        self.depth = len(self.model.blocks)
+
+    # --- inputs -------------------------------------------------------------
+    def load(self, image: ImageInput, load_size: LoadSize = "default") -> LoadedImage:  # type: ignore[assignment]
+        """Preprocess one image with the model's normalisation and the extractor's load size."""
+        if isinstance(image, LoadedImage):
+            return image
+        size = self.load_size if load_size == "default" else load_size
+        cfg = self.model.cfg
+        img = preprocess(image, size, cfg.mean, cfg.std)
+        h, w = img.size
+        if h < self.patch_size or w < self.patch_size:
+            raise ImageError(
+                f"{img.path or 'image'}: {w}x{h} pixels after resizing, smaller than one {self.patch_size}-pixel patch"
+            )
+        return img
+
+    def default_saliency_heads(self) -> Optional[tuple[int, ...]]:
+        """Heads averaged for saliency: the model's documented default, else all heads (``None``)."""
+        spec = getattr(self.model, "spec", None)
+        return getattr(spec, "saliency_heads", None)
+
+    def _layer(self, layer: int) -> int:
+        idx = layer + self.depth if layer < 0 else layer
+        if not 0 <= idx < self.depth:
+            raise DinokitError(f"layer {layer} does not exist: the model has {self.depth} blocks (0..{self.depth - 1})")
+        return idx
+
+    # --- extraction -----------------------------------------------------------
+    @torch.no_grad()
+    def extract(
+        self,
+        images: Union[ImageInput, Sequence[ImageInput], Tensor],
+        layers: Union[int, Iterable[int]] = 11,
+        facets: Union[str, Iterable[str]] = "key",
+        *,
+        bin: bool = False,
+        include_cls: bool = False,
+        saliency: bool = False,
+        saliency_layer: int = -1,
+        saliency_heads: Optional[Sequence[int]] = None,
+    ) -> Features:
+        """Descriptors (and saliency) of one image, a list of equal-size images or a batch tensor.
+
+        For a list of images of different sizes use :meth:`extract_many`.
+        """
+        layer_list = [self._layer(l) for l in ([layers] if isinstance(layers, int) else layers)]
+        facet_list = [facets] if isinstance(facets, str) else list(facets)
+        for f in facet_list:
+            if f not in FACETS:
+                raise DinokitError(f"unknown facet {f!r}; choose from {', '.join(FACETS)}")
+        if bin and include_cls:
+            raise DinokitError("log-binning and include_cls cannot be combined (the CLS token has no grid position)")
+        batch, loaded = self._batch(images)
+        taps: dict[int, set[str]] = {l: set(facet_list) for l in layer_list}
+        sal_layer = self._layer(saliency_layer)
+        if saliency:
+            taps.setdefault(sal_layer, set()).add("cls_attn")
+        res = self.model.run(batch.to(self.device, self.dtype), taps, self.stride)
+        prefix = res.num_prefix_tokens
+        out: dict[tuple[int, str], Tensor] = {}
+        for layer in layer_list:
+            for facet in facet_list:
+                t = res.taps[layer][facet]
+                if facet == "token":
+                    desc = t
+                else:  # (B, heads, N, d) -> (B, N, d * heads), channel index = c * heads + h
+                    desc = t.permute(0, 2, 3, 1).flatten(2)
+                cls_row = desc[:, :1]
+                desc = desc[:, prefix:]
+                if bin:
+                    desc = log_bin(desc, res.grid)
+                elif include_cls:
+                    desc = torch.cat([cls_row, desc], dim=1)
+                out[(layer, facet)] = desc.float()
+        sal = None
+        if saliency:
+            heads = saliency_heads if saliency_heads is not None else self.default_saliency_heads()
+            sal = saliency_from_cls_attention(res.taps[sal_layer]["cls_attn"].float(), prefix, heads)
+        h, w = batch.shape[-2:]
+        geoms = [
+            GridGeometry(res.grid, self.patch_size, self.stride, (h, w), img.original_size if img else (h, w))
+            for img in loaded
+        ]
+        settings = dict(layers=layer_list, facets=facet_list, bin=bin, include_cls=include_cls,
+                        stride=self.stride, patch_size=self.patch_size)
+        if saliency:
+            settings.update(saliency_layer=sal_layer, saliency_heads=list(heads) if heads is not None else None)
+        return Features(out, res.grid, geoms, sal, loaded, settings)
+
+    def extract_many(self, images: Sequence[ImageInput], batch_size: int = 1, progress: bool = False, **kwargs) -> list[Features]:
+        """Extract for a list of images of any sizes; equal-size neighbours share a batch.
+
+        Returns one :class:`Features` per image (batch dimension 1), in input order.
+        """
+        from tqdm.auto import tqdm
+
+        results: list[Features] = []
+        pending: list[LoadedImage] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            feats = self.extract(list(pending), **kwargs)
+            results.extend(split_features(feats))
+            pending.clear()
+
+        for img in tqdm(images, desc="extract", unit="img", disable=not progress):
+            loaded = self.load(img)
+            if pending and (loaded.size != pending[0].size or len(pending) >= batch_size):
+                flush()
+            pending.append(loaded)
+        flush()
+        return results
+
+    def descriptors(self, images, layer: int = 11, facet: str = "key", bin: bool = False, include_cls: bool = False) -> Tensor:
+        """``(B, T, D)`` descriptors of one layer and facet (the reference extractor's call)."""
+        return self.extract(images, layer, facet, bin=bin, include_cls=include_cls).get()
+
+    def saliency(self, images, layer: int = -1, heads: Optional[Sequence[int]] = None) -> Tensor:
+        """``(B, T)`` saliency from the CLS attention of ``layer`` (last by default)."""
+        return self.extract(images, [], [], saliency=True, saliency_layer=layer, saliency_heads=heads).saliency
+
+    def _batch(self, images) -> tuple[Tensor, list[Optional[LoadedImage]]]:
+        if isinstance(images, Tensor):
+            t = images if images.dim() == 4 else images.unsqueeze(0)
+            if t.shape[-2] < self.patch_size or t.shape[-1] < self.patch_size:
+                raise ImageError(f"input of {t.shape[-1]}x{t.shape[-2]} pixels is smaller than one {self.patch_size}-pixel patch")
+            return t, [None] * t.shape[0]
+        items = images if isinstance(images, (list, tuple)) else [images]
+        if not items:
+            raise DinokitError("no images given")
+        loaded = [self.load(i) for i in items]
+        sizes = {l.size for l in loaded}
+        if len(sizes) > 1:
+            raise DinokitError(f"images of different sizes {sorted(sizes)} cannot share a batch; use extract_many")
+        return torch.stack([l.tensor for l in loaded]), loaded
+
+
+def split_features(feats: Features) -> list[Features]:
+    """Split a batched :class:`Features` into one per image."""
+    n = len(feats.geometry)
+    return [
+        Features(
+            {k: v[i : i + 1] for k, v in feats.descriptors.items()},
+            feats.grid,
+            [feats.geometry[i]],
+            feats.saliency[i : i + 1] if feats.saliency is not None else None,
+            [feats.images[i]] if feats.images else [],
+            feats.settings,
+        )
+        for i in range(n)
+    ]
