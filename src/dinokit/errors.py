@@ -18,3 +18,7 @@ class WeightsError(DinokitError):
 
 class ImageError(DinokitError):
     """An image could not be read or is unusable (empty, too small, not an image)."""
+
+
+class DatasetError(DinokitError):
+    """A benchmark dataset is missing files, has an unexpected layout or a malformed annotation."""

@@ -144,7 +144,7 @@ class Extractor:
     def extract(
         self,
         images: Union[ImageInput, Sequence[ImageInput], Tensor],
-        layers: Union[int, Iterable[int]] = 11,
+        layers: Union[int, Iterable[int]] = -1,
         facets: Union[str, Iterable[str]] = "key",
         *,
         bin: bool = False,
@@ -226,7 +226,7 @@ class Extractor:
         flush()
         return results
 
-    def descriptors(self, images, layer: int = 11, facet: str = "key", bin: bool = False, include_cls: bool = False) -> Tensor:
+    def descriptors(self, images, layer: int = -1, facet: str = "key", bin: bool = False, include_cls: bool = False) -> Tensor:
         """``(B, T, D)`` descriptors of one layer and facet (the reference extractor's call)."""
         return self.extract(images, layer, facet, bin=bin, include_cls=include_cls).get()
 

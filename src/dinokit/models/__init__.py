@@ -1,7 +1,11 @@
 """Backbones and weight loading: the ViT in official DINO/DINOv2 layout and a registry of named models."""
 
 from .config import ArchConfig, arch_preset
-from .registry import DEFAULT_MODEL, ModelSpec, get_spec, list_models, model_names, register_model
+from .registry import DEFAULT_MODEL, ModelSpec, get_spec, is_registered, list_models, model_names, register_model
+from . import dinov2 as _dinov2, timm as _timm  # noqa: F401,E402  (register the DINOv2 and supervised models)
+from .dinov2 import DINOV2_NAMES, dinov2_arch
+from .hf import convert_hf_state_dict, load_hf_model
+from .timm import SUPERVISED_NAMES, convert_timm_state_dict, load_timm_model
 from .vit import ForwardResult, VisionTransformer
 from .weights import (
     cache_dir,
@@ -20,6 +24,14 @@ __all__ = [
     "DEFAULT_MODEL",
     "ModelSpec",
     "get_spec",
+    "is_registered",
+    "DINOV2_NAMES",
+    "dinov2_arch",
+    "convert_hf_state_dict",
+    "load_hf_model",
+    "SUPERVISED_NAMES",
+    "convert_timm_state_dict",
+    "load_timm_model",
     "list_models",
     "model_names",
     "register_model",

@@ -23,8 +23,13 @@ class ArchConfig:
     """Hyperparameters of a ViT backbone in DINO / DINOv2 layout.
 
     ``pos_embed_mode`` selects the positional-embedding interpolation: ``"dino"``
-    (DINO's scale-factor bicubic rule) or ``"dinov2"`` (DINOv2's rule).
-    ``ffn`` is ``"mlp"`` (fc1/GELU/fc2) or ``"swiglu"`` (DINOv2 ViT-g).
+    (DINO's bicubic rule, in the model's dtype) or ``"dinov2"`` (DINOv2's rule,
+    always computed in float32). ``interpolate_offset`` and
+    ``interpolate_antialias`` complete the rule: an offset > 0 resizes by the
+    scale factor ``(grid + offset) / M`` (DINO, DINOv2 without registers: 0.1),
+    an offset of 0 resizes to the grid size exactly (DINOv2 with registers,
+    which also antialias). ``ffn`` is ``"mlp"`` (fc1/GELU/fc2) or ``"swiglu"``
+    (DINOv2 ViT-g).
     """
 
     arch: str = "vit"
@@ -41,6 +46,8 @@ class ArchConfig:
     ffn: str = "mlp"
     pos_embed_mode: str = "dino"
     mask_token: bool = False
+    interpolate_offset: float = 0.1
+    interpolate_antialias: bool = False
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -56,6 +63,10 @@ class ArchConfig:
             raise WeightsError(f"unknown ffn {self.ffn!r} (expected 'mlp' or 'swiglu')")
         if self.pos_embed_mode not in ("dino", "dinov2"):
             raise WeightsError(f"unknown pos_embed_mode {self.pos_embed_mode!r}")
+        if not 0.0 <= self.interpolate_offset < 1.0:
+            raise WeightsError(f"interpolate_offset must be in [0, 1), got {self.interpolate_offset}")
+        if self.num_register_tokens < 0:
+            raise WeightsError(f"num_register_tokens must be >= 0, got {self.num_register_tokens}")
 
     @property
     def head_dim(self) -> int:

@@ -171,13 +171,18 @@ def interpolate_pos_embed(
     cols: int,
     image_hw: tuple[int, int],
     mode: str = "dino",
+    offset: float = 0.1,
+    antialias: bool = False,
 ) -> Tensor:
     """Resize a ``(1, 1 + M*M, D)`` positional embedding to a ``rows x cols`` grid.
 
-    Follows DINO exactly: bicubic, ``align_corners=False``, scale factors
-    ``(rows + 0.1) / M`` and ``(cols + 0.1) / M``; the table is returned
-    unchanged when the grid has ``M*M`` patches and the image is square.
-    ``mode="dinov2"`` interpolates in float32 as DINOv2 does.
+    Bicubic with ``align_corners=False``; the table is returned unchanged when
+    the grid has ``M*M`` patches and the image is square. With ``offset > 0``
+    the resize uses the scale factors ``(rows + offset) / M`` and
+    ``(cols + offset) / M`` (DINO and DINOv2 without registers, offset 0.1);
+    with ``offset == 0`` it resizes to ``(rows, cols)`` exactly (DINOv2 with
+    registers, together with ``antialias=True``). ``mode="dinov2"`` always
+    interpolates in float32, as DINOv2 does; ``"dino"`` only for half types.
     """
     n = pos_embed.shape[1] - 1
     if rows * cols == n and image_hw[0] == image_hw[1]:
@@ -187,14 +192,18 @@ def interpolate_pos_embed(
     dtype = pos_embed.dtype
     table = pos_embed.float() if (mode == "dinov2" or dtype in (torch.float16, torch.bfloat16)) else pos_embed
     cls_pe, patch_pe = table[:, :1], table[:, 1:]
+    if offset > 0:
+        resize: dict = dict(scale_factor=((rows + offset) / m, (cols + offset) / m), recompute_scale_factor=False)
+    else:
+        resize = dict(size=(rows, cols))
     patch_pe = F.interpolate(
         patch_pe.reshape(1, m, m, dim).permute(0, 3, 1, 2),
-        scale_factor=((rows + 0.1) / m, (cols + 0.1) / m),
         mode="bicubic",
         align_corners=False,
-        recompute_scale_factor=False,
+        antialias=antialias,
+        **resize,
     )
-    if patch_pe.shape[-2:] != (rows, cols):  # pragma: no cover - guards the +0.1 rule
+    if patch_pe.shape[-2:] != (rows, cols):  # pragma: no cover - guards the offset rule
         raise RuntimeError(f"positional embedding resized to {tuple(patch_pe.shape[-2:])}, expected {(rows, cols)}")
     patch_pe = patch_pe.permute(0, 2, 3, 1).reshape(1, rows * cols, dim)
     return torch.cat((cls_pe, patch_pe), dim=1).to(dtype)

@@ -20,7 +20,9 @@ class ModelSpec:
     """A named model: its architecture, weight URL and task defaults.
 
     ``saliency_heads`` are the attention heads averaged for saliency maps
-    (``None`` means all heads).
+    (``None`` means all heads). ``cache_name`` names the cached file when the
+    URL's last part is not unique (Hugging Face hub files are all called
+    ``model.safetensors``).
     """
 
     name: str
@@ -29,9 +31,12 @@ class ModelSpec:
     description: str = ""
     saliency_heads: Optional[tuple[int, ...]] = None
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    cache_name: Optional[str] = None
 
     @property
     def filename(self) -> Optional[str]:
+        if self.cache_name:
+            return self.cache_name
         return self.url.rsplit("/", 1)[-1] if self.url else None
 
 
@@ -55,6 +60,11 @@ def get_spec(name: str) -> ModelSpec:
             f"unknown model {name!r}; known models: {', '.join(model_names())} "
             "(or pass --weights FILE)"
         ) from None
+
+
+def is_registered(name: str) -> bool:
+    """Whether ``name`` is a registered model name or alias."""
+    return name in _REGISTRY
 
 
 def model_names() -> list[str]:

@@ -53,7 +53,7 @@ class VisionTransformer(nn.Module):
             self.register_tokens = nn.Parameter(torch.zeros(1, cfg.num_register_tokens, d))
         if cfg.mask_token:
             self.mask_token = nn.Parameter(torch.zeros(1, d))
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, cfg.depth)]
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, cfg.depth, device="cpu")]
         self.blocks = nn.ModuleList(
             Block(
                 d,
@@ -72,7 +72,9 @@ class VisionTransformer(nn.Module):
         self.init_weights()
 
     def init_weights(self, seed: Optional[int] = None) -> None:
-        """Random initialisation as in DINO (truncated normal, std 0.02)."""
+        """Random initialisation as in DINO (truncated normal, std 0.02); skipped on the meta device."""
+        if self.cls_token.is_meta:
+            return
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
 
         def trunc(t: Tensor) -> None:
@@ -107,7 +109,10 @@ class VisionTransformer(nn.Module):
         B, _, H, W = x.shape
         tokens, grid = self.patch_embed(x, stride)
         tokens = torch.cat((self.cls_token.expand(B, -1, -1).to(tokens.dtype), tokens), dim=1)
-        pos = interpolate_pos_embed(self.pos_embed, grid[0], grid[1], (H, W), self.cfg.pos_embed_mode)
+        cfg = self.cfg
+        pos = interpolate_pos_embed(
+            self.pos_embed, grid[0], grid[1], (H, W), cfg.pos_embed_mode, cfg.interpolate_offset, cfg.interpolate_antialias
+        )
         tokens = tokens + pos.to(tokens.dtype)
         if hasattr(self, "register_tokens"):
             regs = self.register_tokens.expand(B, -1, -1).to(tokens.dtype)

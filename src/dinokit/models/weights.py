@@ -19,7 +19,7 @@ import torch
 from ..errors import WeightsError
 from ..io import save_tensors
 from .config import ARCH_PRESETS, STANDARD_HEADS, ArchConfig, arch_preset
-from .registry import DEFAULT_MODEL, ModelSpec, get_spec
+from .registry import DEFAULT_MODEL, ModelSpec, get_spec, is_registered
 from .vit import VisionTransformer
 
 PathLike = Union[str, os.PathLike]
@@ -131,6 +131,12 @@ def unwrap_checkpoint(obj: Mapping, source: str = "checkpoint", key: str = "teac
             break
     state: dict[str, torch.Tensor] = {}
     dropped: list[str] = []
+    from .hf import convert_hf_state_dict, looks_like_hf
+    from .timm import convert_timm_state_dict, looks_like_timm
+
+    if looks_like_hf(obj):  # a transformers state dict without its config.json
+        dropped = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+        obj = convert_hf_state_dict({k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}, source)
     for name, value in obj.items():
         if not isinstance(value, torch.Tensor):
             dropped.append(name)
@@ -144,6 +150,8 @@ def unwrap_checkpoint(obj: Mapping, source: str = "checkpoint", key: str = "teac
         state[name] = value
     if not state:
         raise WeightsError(f"{source}: contains no tensors that look like a ViT backbone")
+    if looks_like_timm(state):
+        state = convert_timm_state_dict(state, source)
     return state, dropped
 
 
@@ -186,6 +194,9 @@ def infer_arch(state: Mapping[str, torch.Tensor], num_heads: Optional[int] = Non
         ffn="swiglu" if swiglu else "mlp",
         pos_embed_mode="dinov2" if dinov2 else "dino",
         mask_token="mask_token" in state,
+        # the official register models resize to the exact grid with antialiasing
+        interpolate_offset=0.0 if regs else 0.1,
+        interpolate_antialias=regs > 0,
     )
 
 
@@ -208,8 +219,13 @@ def shape_report(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> l
 
 
 def build_and_load(cfg: ArchConfig, state: Mapping[str, torch.Tensor], source: str) -> VisionTransformer:
-    """Build a model for ``cfg`` and load ``state`` strictly, or raise a readable report."""
-    model = VisionTransformer(cfg)
+    """Build a model for ``cfg`` and load ``state`` strictly, or raise a readable report.
+
+    The model is built on the meta device and takes the loaded tensors as its
+    parameters, so no time or memory goes into a random initialisation.
+    """
+    with torch.device("meta"):
+        model = VisionTransformer(cfg)
     problems = shape_report(model, state)
     if problems:
         raise WeightsError(
@@ -217,7 +233,8 @@ def build_and_load(cfg: ArchConfig, state: Mapping[str, torch.Tensor], source: s
             f"(patch {cfg.patch_size}, dim {cfg.embed_dim}, depth {cfg.depth}, heads {cfg.num_heads}): "
             + "; ".join(problems)
         )
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    tensors = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    model.load_state_dict(tensors, strict=True, assign=True)
     return model
 
 
@@ -260,7 +277,13 @@ def load_model(
     The returned model is in eval mode and carries ``model.spec`` (or ``None``)
     and ``model.source`` (where the weights came from).
     """
-    if model is not None and weights is None and (Path(model).suffix in WEIGHT_SUFFIXES or os.sep in model):
+    foreign = _load_foreign(model, weights, pretrained)
+    if foreign is not None:
+        net, spec, source = foreign
+        return _finish(net, spec, source, device, dtype)
+    if model is not None and weights is None and (
+        Path(model).suffix in WEIGHT_SUFFIXES or os.sep in model or (not is_registered(model) and Path(model).is_dir())
+    ):
         model, weights = None, model
     spec = get_spec(model) if model is not None else None
     if weights is None and spec is None and arch is None:
@@ -293,12 +316,53 @@ def load_model(
         net = VisionTransformer(cfg)
         net.init_weights(seed)
         source = "random"
+    return _finish(net, spec, source, device, dtype)
+
+
+def _finish(net: VisionTransformer, spec: Optional[ModelSpec], source: str, device, dtype) -> VisionTransformer:
     net.spec = spec  # type: ignore[attr-defined]
     net.source = source  # type: ignore[attr-defined]
     net.eval().requires_grad_(False)
     if device is not None or dtype is not None:
         net.to(device=device, dtype=dtype)
     return net
+
+
+def _load_foreign(
+    model: Optional[str], weights: Optional[PathLike], pretrained: bool
+) -> Optional[tuple[VisionTransformer, Optional[ModelSpec], str]]:
+    """Hugging Face folders / hub ids (``hf:ORG/NAME``) and ``timm:NAME`` models, else ``None``.
+
+    A registered name given with a Hugging Face folder keeps its spec (and so
+    its saliency default).
+    """
+    from .hf import HF_WEIGHT_FILES, is_hf_dir, load_hf_model
+
+    if weights is None and model is not None and not is_registered(model):
+        if model.startswith("hf:"):
+            net = load_hf_model(model[3:])
+            return net, None, net.source  # type: ignore[attr-defined]
+        if model.startswith("timm:"):
+            from .timm import load_timm_model
+
+            net = load_timm_model(model[5:], pretrained=pretrained)
+            return net, None, net.source  # type: ignore[attr-defined]
+        if is_hf_dir(model):
+            model, weights = None, model
+    if weights is None:
+        return None
+    path = Path(weights)
+    if path.is_file() and path.name in HF_WEIGHT_FILES and (path.parent / "config.json").is_file():
+        path = path.parent
+    if not path.is_dir():
+        return None
+    if not is_hf_dir(path):
+        raise WeightsError(
+            f"{path}: is a folder but not a Hugging Face model folder (config.json plus model.safetensors); "
+            "pass a weights file (.pth, .pt or .safetensors) or such a folder"
+        )
+    net = load_hf_model(path)
+    return net, (get_spec(model) if model is not None else None), str(path)
 
 
 def create_model(arch: Union[str, ArchConfig], seed: int = 0, **overrides: Any) -> VisionTransformer:

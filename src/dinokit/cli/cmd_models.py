@@ -1,0 +1,25 @@
+"""``dinokit models``: the named models, their sources and whether they are cached."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..models import cached_file, list_models
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the named models and whether their weights are cached")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = [("name", "arch", "cached", "source")]
+    for spec in list_models():
+        a = spec.arch
+        arch = f"ViT d{a.embed_dim} L{a.depth} H{a.num_heads} /{a.patch_size}" + (f" +{a.num_register_tokens}reg" if a.num_register_tokens else "")
+        path = cached_file(spec)
+        rows.append((spec.name, arch, "yes" if path is not None and path.is_file() else "no", spec.url or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
+    return 0

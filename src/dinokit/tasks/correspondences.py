@@ -1,0 +1,696 @@
+"""Sparse point correspondences and dense point matching (Amir et al. 2021, Sec. 4.2).
+
+The paper's pipeline for two images A and B:
+
+1. log-binned ``key`` descriptors of layer 9 (stride 4, load size 224) and the
+   CLS-attention saliency, from one forward pass per image;
+2. best buddies: pairs ``(i, j)`` with ``j = argmax_j' sim(i, j')`` and
+   ``i = argmax_i' sim(i', j)`` under cosine similarity;
+3. keep pairs whose A point is foreground (saliency > 0.05) and -- the
+   reference's rule for B -- whose A point is the nearest neighbour of *some*
+   foreground patch of B;
+4. k-means (k = number of pairs wanted) on the L2-normalised concatenation of
+   the two descriptors of each pair, and from every cluster the pair with the
+   highest mean saliency.
+
+The similarity of all of A to all of B is computed in row chunks of matrix
+products on the device, so memory stays bounded for large grids and no
+per-token loop is ever run.
+
+Coordinates are ``(x, y)`` pixels (see :mod:`dinokit.features.coords`); a
+point is the centre of its patch, ``(col * stride + patch / 2, row * stride +
+patch / 2)`` in the resized image, scaled to the original image's pixels.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import DinokitError
+from ..features.binning import log_bin
+from ..features.coords import GridGeometry
+from ..features.extractor import Extractor, ImageInput
+from ..features.image import LoadedImage
+from .similarity import normalize_descriptors, refine_peak
+
+__all__ = [
+    "NearestNeighbours",
+    "BestBuddies",
+    "Correspondences",
+    "DenseMatches",
+    "ImageDescriptors",
+    "CorrespondenceFinder",
+    "cosine_similarity",
+    "nearest_neighbours",
+    "best_buddies",
+    "kmeans",
+    "select_correspondences",
+    "find_correspondences",
+    "match_points",
+    "draw_correspondences",
+]
+
+DEFAULT_CHUNK_ELEMENTS = 1 << 24  # similarity entries held at once (64 MB in float32)
+
+
+def _rows_per_chunk(n_cols: int, chunk_size: Optional[int]) -> int:
+    if chunk_size is not None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        return int(chunk_size)
+    return max(1, DEFAULT_CHUNK_ELEMENTS // max(n_cols, 1))
+
+
+def _as_matrix(desc: Tensor, name: str) -> Tensor:
+    d = torch.as_tensor(desc)
+    while d.dim() > 2 and d.shape[0] == 1:
+        d = d[0]
+    if d.dim() != 2:
+        raise DinokitError(f"{name}: descriptors must be (T, D), got shape {tuple(d.shape)}")
+    return d
+
+
+def cosine_similarity(a: Tensor, b: Tensor, chunk_size: Optional[int] = None) -> Tensor:
+    """Cosine similarity of every row of ``a`` ``(Ta, D)`` to every row of ``b`` ``(Tb, D)``: ``(Ta, Tb)``.
+
+    Computed as normalised matrix products in row chunks of ``chunk_size`` rows
+    (default: about 16M entries per chunk). Use :func:`nearest_neighbours` when
+    only the maxima are needed: it never holds the whole matrix.
+    """
+    a = normalize_descriptors(_as_matrix(a, "a"))
+    b = normalize_descriptors(_as_matrix(b, "b")).to(a.device)
+    rows = _rows_per_chunk(b.shape[0], chunk_size)
+    return torch.cat([a[i : i + rows] @ b.T for i in range(0, a.shape[0], rows)], 0) if a.shape[0] else a.new_zeros(0, b.shape[0])
+
+
+@dataclass
+class NearestNeighbours:
+    """Nearest neighbours both ways under cosine similarity.
+
+    ``nn_1[i]`` is the patch of B closest to patch ``i`` of A (similarity
+    ``sim_1[i]``); ``nn_2[j]`` the patch of A closest to patch ``j`` of B.
+    Ties go to the lowest index, as ``torch.max`` on the full matrix.
+    """
+
+    sim_1: Tensor
+    nn_1: Tensor
+    sim_2: Tensor
+    nn_2: Tensor
+
+    @property
+    def mutual(self) -> Tensor:
+        """``(Ta,)`` bool: ``nn_2[nn_1[i]] == i`` (best buddies)."""
+        return self.nn_2[self.nn_1] == torch.arange(self.nn_1.shape[0], device=self.nn_1.device)
+
+
+@torch.no_grad()
+def nearest_neighbours(a: Tensor, b: Tensor, chunk_size: Optional[int] = None) -> NearestNeighbours:
+    """Row and column maxima of the ``a`` x ``b`` cosine-similarity matrix, in bounded memory.
+
+    The matrix is produced ``chunk_size`` rows of ``a`` at a time (one matrix
+    product each); row maxima give ``nn_1`` directly and column maxima are
+    merged across chunks.
+    """
+    a = normalize_descriptors(_as_matrix(a, "a"))
+    b = normalize_descriptors(_as_matrix(b, "b")).to(a.device)
+    if a.shape[1] != b.shape[1]:
+        raise DinokitError(f"descriptors of different dimensions ({a.shape[1]} and {b.shape[1]}) cannot be compared")
+    if a.shape[0] == 0 or b.shape[0] == 0:
+        raise DinokitError("nearest neighbours need at least one descriptor in each image")
+    rows = _rows_per_chunk(b.shape[0], chunk_size)
+    sim_1, nn_1 = [], []
+    sim_2 = torch.full((b.shape[0],), -torch.inf, device=a.device)
+    nn_2 = torch.zeros(b.shape[0], dtype=torch.long, device=a.device)
+    for start in range(0, a.shape[0], rows):
+        s = a[start : start + rows] @ b.T
+        v, i = s.max(dim=1)
+        sim_1.append(v)
+        nn_1.append(i)
+        cv, ci = s.max(dim=0)
+        better = cv > sim_2  # strict: an earlier chunk keeps ties, like a global argmax
+        sim_2 = torch.where(better, cv, sim_2)
+        nn_2 = torch.where(better, ci + start, nn_2)
+    return NearestNeighbours(torch.cat(sim_1), torch.cat(nn_1), sim_2, nn_2)
+
+
+@dataclass
+class BestBuddies:
+    """Best-buddy pairs between A and B after the foreground filter.
+
+    ``indices_a[k]`` and ``indices_b[k]`` are flat grid indices of pair ``k``
+    (in increasing ``indices_a`` order), ``similarity[k]`` its cosine
+    similarity; ``mask`` is the ``(Ta,)`` final selection over A and
+    ``mutual`` the mask before the foreground filter.
+    """
+
+    indices_a: Tensor
+    indices_b: Tensor
+    similarity: Tensor
+    mask: Tensor
+    mutual: Tensor
+    neighbours: NearestNeighbours
+
+    def __len__(self) -> int:
+        return int(self.indices_a.shape[0])
+
+
+@torch.no_grad()
+def best_buddies(
+    desc_a: Tensor,
+    desc_b: Tensor,
+    fg_a: Optional[Tensor] = None,
+    fg_b: Optional[Tensor] = None,
+    chunk_size: Optional[int] = None,
+) -> BestBuddies:
+    """Mutual nearest neighbours of two descriptor sets, optionally restricted to the foreground.
+
+    ``fg_a`` / ``fg_b`` are boolean ``(Ta,)`` / ``(Tb,)`` masks. A pair
+    ``(i, nn_1[i])`` is kept when ``fg_a[i]`` and -- exactly as the reference
+    implementation -- when ``i`` is the nearest A-neighbour of at least one
+    foreground patch of B (B's foreground carried into A's index space
+    through ``nn_2``).
+    """
+    nn = nearest_neighbours(desc_a, desc_b, chunk_size)
+    mutual = nn.mutual
+    mask = mutual.clone()
+    ta = mutual.shape[0]
+    if fg_a is not None:
+        fg_a = torch.as_tensor(fg_a, device=mask.device).reshape(-1).bool()
+        if fg_a.shape[0] != ta:
+            raise DinokitError(f"foreground mask of A has {fg_a.shape[0]} values for {ta} patches")
+        mask &= fg_a
+    if fg_b is not None:
+        fg_b = torch.as_tensor(fg_b, device=mask.device).reshape(-1).bool()
+        if fg_b.shape[0] != nn.nn_2.shape[0]:
+            raise DinokitError(f"foreground mask of B has {fg_b.shape[0]} values for {nn.nn_2.shape[0]} patches")
+        reached = torch.zeros(ta, dtype=torch.bool, device=mask.device)
+        reached[nn.nn_2[fg_b]] = True
+        mask &= reached
+    idx_a = torch.nonzero(mask, as_tuple=False).flatten()
+    return BestBuddies(idx_a, nn.nn_1[idx_a], nn.sim_1[idx_a], mask, mutual, nn)
+
+
+@torch.no_grad()
+def kmeans(
+    x: Tensor,
+    k: int,
+    *,
+    seed: int = 0,
+    n_init: int = 10,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+) -> tuple[Tensor, Tensor, float]:
+    """Lloyd's k-means with greedy k-means++ seeding, deterministic for a given ``seed``.
+
+    Runs ``n_init`` seedings and keeps the lowest inertia (as scikit-learn's
+    ``KMeans``). ``tol`` is relative to the mean per-feature variance.
+    Returns ``(labels (N,), centers (k, D), inertia)``.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    n = x.shape[0]
+    if n < k:
+        raise ValueError(f"cannot form {k} clusters from {n} points")
+    x = x.float()
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    sq = (x * x).sum(1)
+    tol_abs = tol * float(x.var(dim=0, unbiased=False).mean()) if n > 1 else 0.0
+    trials = 2 + int(math.log(k))
+
+    def dist2(c: Tensor) -> Tensor:
+        return (sq[:, None] - 2.0 * x @ c.T + (c * c).sum(1)[None]).clamp_min_(0)
+
+    best: Optional[tuple[Tensor, Tensor, float]] = None
+    for _ in range(max(1, n_init)):
+        first = int(torch.randint(n, (1,), generator=gen))
+        centers = [x[first]]
+        closest = dist2(x[first : first + 1])[:, 0]
+        for _ in range(1, k):
+            total = float(closest.sum())
+            if total <= 0:  # all remaining points coincide with a centre
+                cand = torch.randint(n, (trials,), generator=gen)
+            else:
+                probs = (closest / total).cpu().double()
+                cand = torch.multinomial(probs, trials, replacement=True, generator=gen)
+            d = dist2(x[cand.to(x.device)])  # (n, trials)
+            pot = torch.minimum(closest[:, None], d).sum(0)
+            j = int(torch.argmin(pot))
+            centers.append(x[int(cand[j])])
+            closest = torch.minimum(closest, d[:, j])
+        c = torch.stack(centers)
+        for _ in range(max_iter):
+            labels = dist2(c).argmin(1)
+            counts = torch.bincount(labels, minlength=k).to(x.dtype)
+            sums = torch.zeros_like(c).index_add_(0, labels, x)
+            new = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], c)
+            shift = float(((new - c) ** 2).sum())
+            c = new
+            if shift <= tol_abs:
+                break
+        d = dist2(c)
+        labels = d.argmin(1)
+        inertia = float(d.gather(1, labels[:, None]).sum())
+        if best is None or inertia < best[2]:
+            best = (labels, c, inertia)
+    assert best is not None
+    return best
+
+
+@dataclass
+class Correspondences:
+    """Corresponding points between image A and image B.
+
+    All point arrays are ``(K, 2)`` float64 ``(x, y)``: ``points_a`` /
+    ``points_b`` in the original images' pixels, ``*_resized`` in the resized
+    (model input) images. ``indices_*`` are flat grid indices, ``similarity``
+    the cosine similarity of each pair and ``saliency_*`` the saliency of each
+    point. Pairs are sorted by decreasing mean saliency.
+    """
+
+    points_a: np.ndarray
+    points_b: np.ndarray
+    points_a_resized: np.ndarray
+    points_b_resized: np.ndarray
+    indices_a: np.ndarray
+    indices_b: np.ndarray
+    similarity: np.ndarray
+    saliency_a: np.ndarray
+    saliency_b: np.ndarray
+    geometry_a: GridGeometry
+    geometry_b: GridGeometry
+    num_best_buddies: int
+    num_mutual: int
+    settings: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.indices_a.shape[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description: points (original and resized pixels), scores, grids and settings."""
+        def geo(g: GridGeometry) -> dict[str, Any]:
+            return {"original_size_hw": list(g.original_size), "resized_size_hw": list(g.resized_size),
+                    "grid_rows_cols": list(g.grid), "patch_size": g.patch_size, "stride": g.stride}
+
+        pairs = [
+            {
+                "a": [float(v) for v in self.points_a[i]],
+                "b": [float(v) for v in self.points_b[i]],
+                "a_resized": [float(v) for v in self.points_a_resized[i]],
+                "b_resized": [float(v) for v in self.points_b_resized[i]],
+                "similarity": float(self.similarity[i]),
+                "saliency_a": float(self.saliency_a[i]),
+                "saliency_b": float(self.saliency_b[i]),
+            }
+            for i in range(len(self))
+        ]
+        return {
+            "coordinates": "(x, y) pixels, origin at the top-left corner of the image; 'a'/'b' in the original "
+                           "images, '*_resized' in the resized model inputs",
+            "num_pairs": len(self),
+            "num_best_buddies": self.num_best_buddies,
+            "num_mutual_nearest_neighbours": self.num_mutual,
+            "pairs": pairs,
+            "geometry_a": geo(self.geometry_a),
+            "geometry_b": geo(self.geometry_b),
+            "settings": self.settings,
+        }
+
+
+def select_correspondences(
+    desc_a: Tensor,
+    desc_b: Tensor,
+    saliency_a: Tensor,
+    saliency_b: Tensor,
+    geometry_a: GridGeometry,
+    geometry_b: GridGeometry,
+    *,
+    num_pairs: int = 10,
+    thresh: float = 0.05,
+    seed: int = 0,
+    n_init: int = 10,
+    chunk_size: Optional[int] = None,
+    timings: Optional[dict[str, float]] = None,
+) -> Correspondences:
+    """The paper's correspondence selection from descriptors ``(T, D)`` and saliency ``(T,)`` of two images.
+
+    Best buddies restricted to the foreground (saliency > ``thresh``), then
+    k-means with ``min(num_pairs, #best buddies)`` clusters on the
+    L2-normalised concatenated descriptor pairs, keeping in every cluster the
+    pair of highest mean saliency. Fewer best buddies than ``num_pairs``
+    returns all of them; none returns an empty result with a warning.
+    """
+    if num_pairs < 1:
+        raise DinokitError(f"num_pairs must be at least 1, got {num_pairs}")
+    with torch.no_grad():
+        res = _select(desc_a, desc_b, saliency_a, saliency_b, geometry_a, geometry_b, num_pairs, thresh, seed, n_init,
+                      chunk_size, timings)
+    if len(res) == 0:
+        warnings.warn("no best buddies on the foreground of both images: no correspondences found", RuntimeWarning,
+                      stacklevel=2)
+    return res
+
+
+def _select(desc_a, desc_b, saliency_a, saliency_b, geometry_a, geometry_b, num_pairs, thresh, seed, n_init,
+            chunk_size, timings) -> Correspondences:
+    a = _as_matrix(desc_a, "image A")
+    b = _as_matrix(desc_b, "image B").to(a.device)
+    sal_a = torch.as_tensor(saliency_a).reshape(-1).float().to(a.device)
+    sal_b = torch.as_tensor(saliency_b).reshape(-1).float().to(a.device)
+    for name, d, s, g in (("A", a, sal_a, geometry_a), ("B", b, sal_b, geometry_b)):
+        if d.shape[0] != g.num_patches or s.shape[0] != g.num_patches:
+            raise DinokitError(f"image {name}: {d.shape[0]} descriptors and {s.shape[0]} saliency values "
+                               f"for a {g.grid[0]}x{g.grid[1]} grid")
+    t0 = _now(a.device)
+    bbs = best_buddies(a, b, sal_a > thresh, sal_b > thresh, chunk_size)
+    t1 = _now(a.device)
+    idx_a, idx_b = bbs.indices_a, bbs.indices_b
+    n_bb = len(bbs)
+    settings = dict(num_pairs=num_pairs, thresh=thresh, seed=seed)
+    if n_bb == 0:
+        keep = torch.zeros(0, dtype=torch.long, device=a.device)
+    elif n_bb <= num_pairs:
+        keep = torch.arange(n_bb, device=a.device)
+    else:
+        pairs = torch.cat([a[idx_a], b[idx_b]], dim=1)
+        pairs = pairs / pairs.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        labels, _, _ = kmeans(pairs, num_pairs, seed=seed, n_init=n_init)
+        rank = (sal_a[idx_a] + sal_b[idx_b]) / 2
+        keep_list = []
+        for c in range(num_pairs):
+            members = torch.nonzero(labels == c, as_tuple=False).flatten()
+            if members.numel():  # first member with the highest rank, as the reference's strict '>' scan
+                keep_list.append(int(members[int(torch.argmax(rank[members]))]))
+        keep = torch.tensor(keep_list, dtype=torch.long, device=a.device)
+    if keep.numel():
+        order = torch.argsort(-((sal_a[idx_a[keep]] + sal_b[idx_b[keep]]) / 2), stable=True)
+        keep = keep[order]
+    t2 = _now(a.device)
+    if timings is not None:
+        timings["similarity"] = timings.get("similarity", 0.0) + (t1 - t0)
+        timings["clustering"] = timings.get("clustering", 0.0) + (t2 - t1)
+    ia = idx_a[keep].cpu().numpy()
+    ib = idx_b[keep].cpu().numpy()
+    ra, rb = geometry_a.index_to_xy(ia), geometry_b.index_to_xy(ib)
+    return Correspondences(
+        points_a=geometry_a.to_original(ra).reshape(-1, 2),
+        points_b=geometry_b.to_original(rb).reshape(-1, 2),
+        points_a_resized=ra.reshape(-1, 2),
+        points_b_resized=rb.reshape(-1, 2),
+        indices_a=ia,
+        indices_b=ib,
+        similarity=bbs.similarity[keep].cpu().numpy(),
+        saliency_a=sal_a[idx_a[keep]].cpu().numpy(),
+        saliency_b=sal_b[idx_b[keep]].cpu().numpy(),
+        geometry_a=geometry_a,
+        geometry_b=geometry_b,
+        num_best_buddies=n_bb,
+        num_mutual=int(bbs.mutual.sum()),
+        settings=settings,
+    )
+
+
+@dataclass
+class DenseMatches:
+    """Best locations in B of query points of A.
+
+    ``points`` ``(N, 2)`` are ``(x, y)`` in B's original pixels (patch centres,
+    or sub-patch soft-argmax when refined); ``points_resized`` the same in the
+    resized image; ``indices`` the best patches of B; ``scores`` their cosine
+    similarity; ``query_indices`` the patches of A the queries fell in.
+    """
+
+    points: np.ndarray
+    points_resized: np.ndarray
+    indices: np.ndarray
+    scores: np.ndarray
+    query_indices: np.ndarray
+
+
+@torch.no_grad()
+def match_points(
+    desc_a: Tensor,
+    geometry_a: GridGeometry,
+    desc_b: Tensor,
+    geometry_b: GridGeometry,
+    points_a: Union[np.ndarray, Sequence[Sequence[float]]],
+    *,
+    original: bool = True,
+    mask_b: Optional[Tensor] = None,
+    refine: bool = False,
+    window: int = 5,
+    temperature: float = 0.02,
+    chunk_size: Optional[int] = None,
+) -> DenseMatches:
+    """For each query point ``(x, y)`` of A, the best location in B (for PCK evaluation).
+
+    The query's descriptor is that of the patch whose centre is nearest to it;
+    its match is the argmax of cosine similarity over B (restricted to
+    ``mask_b`` when given and not empty), reported at the patch centre or,
+    with ``refine``, by soft-argmax in a ``window`` around the peak.
+    ``original`` says whether the query and answer points are in original
+    (default) or resized pixels.
+    """
+    a = normalize_descriptors(_as_matrix(desc_a, "image A"))
+    b = normalize_descriptors(_as_matrix(desc_b, "image B")).to(a.device)
+    pts = np.asarray(points_a, dtype=np.float64).reshape(-1, 2)
+    q_idx = geometry_a.xy_to_index(pts, original=original).reshape(-1)
+    q = a[torch.as_tensor(q_idx, device=a.device)]
+    mask = None
+    if mask_b is not None:
+        mask = torch.as_tensor(mask_b, device=a.device).reshape(-1).bool()
+        if mask.shape[0] != b.shape[0]:
+            raise DinokitError(f"mask of B has {mask.shape[0]} values for {b.shape[0]} patches")
+        if not mask.any():
+            mask = None
+    rows = _rows_per_chunk(b.shape[0], chunk_size)
+    best_idx, best_val, maps = [], [], []
+    for start in range(0, q.shape[0], rows):
+        s = q[start : start + rows] @ b.T
+        if mask is not None:
+            s = s.masked_fill(~mask, -torch.inf)
+        v, i = s.max(dim=1)
+        best_idx.append(i)
+        best_val.append(v)
+        if refine:
+            maps.append(s.cpu())
+    idx = torch.cat(best_idx).cpu().numpy() if best_idx else np.zeros(0, dtype=np.int64)
+    val = torch.cat(best_val).cpu().numpy() if best_val else np.zeros(0, dtype=np.float32)
+    if refine and len(idx):
+        all_maps = torch.cat(maps)
+        resized = np.stack([refine_peak(all_maps[n], geometry_b, int(idx[n]), window, temperature, original=False)
+                            for n in range(len(idx))])
+    else:
+        resized = geometry_b.index_to_xy(idx).reshape(-1, 2)
+    out = geometry_b.to_original(resized) if original else resized
+    return DenseMatches(out.reshape(-1, 2), resized.reshape(-1, 2), idx, val, q_idx)
+
+
+@dataclass
+class ImageDescriptors:
+    """Descriptors ``(T, D)`` and saliency ``(T,)`` of one image, on the extractor's device."""
+
+    descriptors: Tensor
+    saliency: Tensor
+    geometry: GridGeometry
+    image: Optional[LoadedImage]
+
+
+def _now(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+class CorrespondenceFinder:
+    """Correspondences between image pairs with one loaded model (the paper's defaults).
+
+    Args:
+        extractor: an :class:`Extractor`; when ``None`` one is built from
+            ``model`` / ``weights`` with ``stride``, ``load_size``, ``device``, ``dtype``.
+        num_pairs: correspondences wanted per pair (k of k-means).
+        layer, facet, bin: which descriptors (layer 9 log-binned keys).
+        thresh: saliency threshold separating foreground from background.
+        saliency_heads: heads of the last block averaged for saliency
+            (default: the model's documented heads, else all).
+        seed, n_init: k-means seeding.
+        chunk_size: rows of A per similarity chunk (default: about 16M entries).
+        cache_size: images whose descriptors are kept (by path) for reuse.
+
+    ``timings`` accumulates seconds per stage (``load``, ``forward``,
+    ``binning``, ``similarity``, ``clustering``) over all calls.
+    """
+
+    def __init__(
+        self,
+        extractor: Optional[Extractor] = None,
+        *,
+        model: Union[str, Any, None] = None,
+        weights: Optional[str] = None,
+        num_pairs: int = 10,
+        load_size: Any = 224,
+        layer: int = 9,
+        facet: str = "key",
+        bin: bool = True,
+        thresh: float = 0.05,
+        stride: int = 4,
+        saliency_heads: Optional[Sequence[int]] = None,
+        seed: int = 0,
+        n_init: int = 10,
+        chunk_size: Optional[int] = None,
+        cache_size: int = 2,
+        device: Union[str, torch.device, None] = None,
+        dtype: Union[str, torch.dtype, None] = None,
+        progress: bool = True,
+    ) -> None:
+        if num_pairs < 1:
+            raise DinokitError(f"num_pairs must be at least 1, got {num_pairs}")
+        if not 0.0 <= thresh < 1.0:
+            raise DinokitError(f"the saliency threshold must be in [0, 1), got {thresh}")
+        if extractor is None:
+            extractor = Extractor(model, weights, stride=stride, load_size=load_size, device=device, dtype=dtype,
+                                  progress=progress)
+        self.extractor = extractor
+        self.num_pairs = int(num_pairs)
+        self.layer = extractor._layer(layer)
+        self.facet = facet
+        self.bin = bool(bin)
+        self.thresh = float(thresh)
+        self.saliency_heads = tuple(saliency_heads) if saliency_heads is not None else None
+        self.seed = int(seed)
+        self.n_init = int(n_init)
+        self.chunk_size = chunk_size
+        self.cache_size = int(cache_size)
+        self.timings: dict[str, float] = {}
+        self._cache: OrderedDict[str, ImageDescriptors] = OrderedDict()
+
+    def _tick(self, stage: str, start: float) -> float:
+        now = _now(self.extractor.device)
+        self.timings[stage] = self.timings.get(stage, 0.0) + (now - start)
+        return now
+
+    @torch.no_grad()
+    def describe(self, image: ImageInput) -> ImageDescriptors:
+        """Descriptors and saliency of one image from a single forward pass (cached by path)."""
+        key = str(image) if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__") else None
+        if key is not None and key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        ex = self.extractor
+        t = _now(ex.device)
+        loaded = ex.load(image)
+        t = self._tick("load", t)
+        feats = ex.extract(loaded, self.layer, self.facet, bin=False, saliency=True,
+                           saliency_heads=self.saliency_heads)
+        t = self._tick("forward", t)
+        desc = feats.get()
+        if self.bin:
+            desc = log_bin(desc, feats.grid)
+        self._tick("binning", t)
+        out = ImageDescriptors(desc[0], feats.saliency[0], feats.geometry[0], loaded)
+        if key is not None and self.cache_size > 0:
+            self._cache[key] = out
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return out
+
+    def find(self, image_a: ImageInput, image_b: ImageInput) -> Correspondences:
+        """Correspondences between two images (paths, PIL images or :class:`LoadedImage`)."""
+        da, db = self.describe(image_a), self.describe(image_b)
+        res = select_correspondences(
+            da.descriptors, db.descriptors, da.saliency, db.saliency, da.geometry, db.geometry,
+            num_pairs=self.num_pairs, thresh=self.thresh, seed=self.seed, n_init=self.n_init,
+            chunk_size=self.chunk_size, timings=self.timings,
+        )
+        res.settings.update(self.settings())
+        return res
+
+    def match(
+        self,
+        image_a: ImageInput,
+        image_b: ImageInput,
+        points_a: Union[np.ndarray, Sequence[Sequence[float]]],
+        *,
+        foreground: bool = False,
+        refine: bool = False,
+        window: int = 5,
+        temperature: float = 0.02,
+    ) -> DenseMatches:
+        """Dense matching of query points ``(x, y)`` (original pixels of A) into B; see :func:`match_points`.
+
+        ``foreground`` restricts matches to B's patches with saliency above ``thresh``.
+        """
+        da, db = self.describe(image_a), self.describe(image_b)
+        mask = db.saliency > self.thresh if foreground else None
+        return match_points(da.descriptors, da.geometry, db.descriptors, db.geometry, points_a, mask_b=mask,
+                            refine=refine, window=window, temperature=temperature, chunk_size=self.chunk_size)
+
+    def settings(self) -> dict[str, Any]:
+        """The parameters that shaped a result (for provenance in saved files)."""
+        ex = self.extractor
+        return dict(num_pairs=self.num_pairs, load_size=ex.load_size, layer=self.layer, facet=self.facet,
+                    bin=self.bin, thresh=self.thresh, stride=ex.stride, patch_size=ex.patch_size,
+                    saliency_heads=list(self.saliency_heads) if self.saliency_heads is not None else
+                    (list(ex.default_saliency_heads()) if ex.default_saliency_heads() is not None else None),
+                    seed=self.seed, n_init=self.n_init)
+
+
+def find_correspondences(
+    image_a: ImageInput,
+    image_b: ImageInput,
+    num_pairs: int = 10,
+    load_size: Any = 224,
+    layer: int = 9,
+    facet: str = "key",
+    bin: bool = True,
+    thresh: float = 0.05,
+    model: Union[str, Any, None] = None,
+    stride: int = 4,
+    *,
+    weights: Optional[str] = None,
+    extractor: Optional[Extractor] = None,
+    **kwargs: Any,
+) -> Correspondences:
+    """One-call version of the reference ``find_correspondences`` (same parameters and defaults).
+
+    Loads the model each call unless ``extractor`` is given; for many pairs use
+    :class:`CorrespondenceFinder`.
+    """
+    finder = CorrespondenceFinder(extractor, model=model, weights=weights, num_pairs=num_pairs, load_size=load_size,
+                                  layer=layer, facet=facet, bin=bin, thresh=thresh, stride=stride, **kwargs)
+    return finder.find(image_a, image_b)
+
+
+def draw_correspondences(
+    rgb_a: np.ndarray,
+    rgb_b: np.ndarray,
+    result: Correspondences,
+    *,
+    resized: bool = False,
+    height: Optional[int] = None,
+    max_side: Optional[int] = 1024,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pictures of a result: ``(side_by_side, image_a_with_points, image_b_with_points)``.
+
+    ``rgb_*`` are the original images (or the resized ones with
+    ``resized=True``); images larger than ``max_side`` are scaled down for
+    drawing. Points are numbered 1..K in the result's order and share a colour
+    across the two images.
+    """
+    from .draw import draw_matches, draw_points, palette, resize_image
+
+    pa = result.points_a_resized if resized else result.points_a
+    pb = result.points_b_resized if resized else result.points_b
+    img_a, sa = resize_image(rgb_a, max_side=max_side)
+    img_b, sb = resize_image(rgb_b, max_side=max_side)
+    colors = palette(len(result))
+    side = draw_matches(img_a, img_b, pa * sa, pb * sb, colors=colors, height=height)
+    return side, draw_points(img_a, pa * sa, colors), draw_points(img_b, pb * sb, colors)

@@ -1,0 +1,184 @@
+"""PCA of dense ViT descriptors (Amir et al. 2021, Fig. 3 and the reference ``pca.py``).
+
+The descriptors of one or many images are projected on their leading
+principal components, jointly (one basis for all images, the paper's figures)
+or per image. Each component is shown as a grayscale image min-max scaled per
+image, and the last three together as an RGB image, resized to the image.
+Defaults follow the reference: layer 11 keys, no binning, stride 4, load
+size 224, 4 components.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import DinokitError
+from ..features.coords import GridGeometry
+from ..features.extractor import Extractor, Features, ImageInput
+from ..features.image import LoadedImage
+from .similarity import upsample_grid
+
+__all__ = ["DescriptorPCA", "PCAResult", "pca_descriptors", "pca_images", "component_images"]
+
+
+class DescriptorPCA:
+    """Principal component analysis of descriptor rows, scikit-learn style.
+
+    Args:
+        n_components: number of components kept.
+
+    After :meth:`fit`: ``mean_`` ``(D,)``, ``components_`` ``(k, D)`` (rows,
+    unit norm, sign fixed so the largest-magnitude loading is positive),
+    ``explained_variance_`` ``(k,)`` and ``explained_variance_ratio_``.
+    Computed in float64 from the ``D x D`` covariance (or the SVD of the data
+    when there are fewer rows than dimensions), on the data's device.
+    """
+
+    def __init__(self, n_components: int = 4) -> None:
+        if not isinstance(n_components, int) or n_components < 1:
+            raise DinokitError(f"n_components must be a positive integer, got {n_components!r}")
+        self.n_components = n_components
+
+    def fit(self, x: Tensor) -> "DescriptorPCA":
+        """Fit on ``(N, D)`` rows."""
+        x = torch.as_tensor(x)
+        if x.dim() != 2:
+            raise DinokitError(f"PCA expects (N, D) descriptors, got shape {tuple(x.shape)}")
+        n, d = x.shape
+        k = self.n_components
+        if k > min(n, d):
+            raise DinokitError(f"cannot take {k} components of {n} descriptors of dimension {d}")
+        xd = x.double()
+        mean = xd.mean(0)
+        xc = xd - mean
+        if n >= d:
+            cov = xc.T @ xc / max(n - 1, 1)
+            evals, evecs = torch.linalg.eigh(cov)
+            order = torch.argsort(evals, descending=True)[:k]
+            var, comps = evals[order].clamp_min(0), evecs[:, order].T
+            total = torch.trace(cov)
+        else:
+            _, s, vh = torch.linalg.svd(xc, full_matrices=False)
+            var, comps = (s[:k] ** 2) / max(n - 1, 1), vh[:k]
+            total = (s**2).sum() / max(n - 1, 1)
+        idx = comps.abs().argmax(dim=1)
+        signs = torch.sign(comps.gather(1, idx[:, None]))
+        signs[signs == 0] = 1
+        self.mean_ = mean.float()
+        self.components_ = (comps * signs).float()
+        self.explained_variance_ = var.float()
+        self.explained_variance_ratio_ = (var / total.clamp_min(1e-300)).float()
+        return self
+
+    def transform(self, x: Tensor) -> Tensor:
+        """Project ``(N, D)`` rows: ``(N, n_components)``."""
+        if not hasattr(self, "components_"):
+            raise DinokitError("call fit() before transform()")
+        x = torch.as_tensor(x).float().to(self.mean_.device)
+        return (x - self.mean_) @ self.components_.T
+
+    def fit_transform(self, x: Tensor) -> Tensor:
+        return self.fit(x).transform(x)
+
+
+@dataclass
+class PCAResult:
+    """PCA projection of one image's descriptors.
+
+    ``components`` is ``(rows, cols, k)`` float32 on the image's grid;
+    ``geometry`` maps it to pixels; ``image`` is the preprocessed image.
+    """
+
+    components: np.ndarray
+    geometry: GridGeometry
+    image: Optional[LoadedImage]
+    explained_variance_ratio: np.ndarray
+
+
+def pca_descriptors(
+    descriptors: Sequence[Tensor], geometries: Sequence[GridGeometry], n_components: int = 4, joint: bool = True,
+    images: Optional[Sequence[Optional[LoadedImage]]] = None,
+) -> list[PCAResult]:
+    """PCA of ``(T_i, D)`` descriptor sets, one basis for all (``joint``) or one per image."""
+    if len(descriptors) != len(geometries) or not descriptors:
+        raise DinokitError("give one geometry per descriptor set (and at least one)")
+    mats = []
+    for d, g in zip(descriptors, geometries):
+        d = torch.as_tensor(d)
+        d = d[0] if d.dim() == 3 else d
+        if d.shape[0] != g.num_patches:
+            raise DinokitError(f"{d.shape[0]} descriptors for a {g.grid[0]}x{g.grid[1]} grid")
+        mats.append(d)
+    imgs = list(images) if images is not None else [None] * len(mats)
+    out = []
+    if joint:
+        pca = DescriptorPCA(n_components).fit(torch.cat(mats, 0))
+        projs = [pca.transform(m) for m in mats]
+        ratios = [pca.explained_variance_ratio_] * len(mats)
+    else:
+        projs, ratios = [], []
+        for m in mats:
+            pca = DescriptorPCA(n_components).fit(m)
+            projs.append(pca.transform(m))
+            ratios.append(pca.explained_variance_ratio_)
+    for p, g, im, r in zip(projs, geometries, imgs, ratios):
+        out.append(PCAResult(p.reshape(g.grid[0], g.grid[1], -1).cpu().numpy(), g, im, r.cpu().numpy()))
+    return out
+
+
+def pca_images(
+    extractor: Extractor,
+    images: Sequence[ImageInput],
+    n_components: int = 4,
+    *,
+    layer: int = 11,
+    facet: str = "key",
+    bin: bool = False,
+    joint: bool = True,
+    progress: bool = False,
+) -> list[PCAResult]:
+    """Extract descriptors of images (any sizes) and run :func:`pca_descriptors` (reference defaults)."""
+    feats: list[Features] = extractor.extract_many(list(images), progress=progress, layers=layer, facets=facet, bin=bin)
+    descs = [f.get()[0] for f in feats]
+    return pca_descriptors(descs, [f.geometry[0] for f in feats], n_components, joint, [f.images[0] for f in feats])
+
+
+def _minmax(x: np.ndarray, axis=(0, 1)) -> np.ndarray:
+    lo, hi = x.min(axis=axis, keepdims=True), x.max(axis=axis, keepdims=True)
+    return (x - lo) / np.where(hi > lo, hi - lo, 1.0)
+
+
+def component_images(
+    result: PCAResult,
+    to: Optional[str] = "original",
+    mode: str = "nearest",
+    value_range: Optional[tuple[np.ndarray, np.ndarray]] = None,
+) -> tuple[list[np.ndarray], Optional[np.ndarray]]:
+    """uint8 pictures of a result: one grayscale image per component and an RGB of the last three.
+
+    Each component is min-max scaled over the image (the reference), or over
+    ``value_range = (lo, hi)`` arrays of shape ``(k,)`` (e.g. over all
+    images, to compare them). ``to`` resizes to the ``"original"`` or
+    ``"resized"`` image (``None`` keeps the grid); ``mode`` is ``"nearest"``
+    (the reference) or ``"bilinear"``. The RGB is ``None`` with fewer than 3
+    components.
+    """
+    comps = result.components.astype(np.float32)
+    if value_range is not None:
+        lo, hi = (np.asarray(v, dtype=np.float32).reshape(1, 1, -1) for v in value_range)
+        scaled = np.clip((comps - lo) / np.where(hi > lo, hi - lo, 1.0), 0, 1)
+    else:
+        scaled = _minmax(comps)
+    if to is not None:
+        scaled = upsample_grid(scaled, result.geometry, to, mode)
+        if scaled.ndim == 2:
+            scaled = scaled[..., None]
+    u8 = np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)
+    grays = [np.ascontiguousarray(u8[..., i]) for i in range(u8.shape[-1])]
+    rgb = np.ascontiguousarray(u8[..., -3:]) if u8.shape[-1] >= 3 else None
+    return grays, rgb

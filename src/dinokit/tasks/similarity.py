@@ -1,0 +1,382 @@
+"""Cosine-similarity maps between a query point and dense descriptors (Amir et al. 2021).
+
+A query point ``(x, y)`` in one image selects the descriptor of the patch whose
+centre is nearest to it; its cosine similarity to every descriptor of every
+image gives one heat map per image on the descriptor grid, and the best match
+is the patch centre of the maximum. Coordinates follow
+:mod:`dinokit.features.coords`: ``(x, y)`` pixels, top-left corner at
+``(0, 0)``, in the *original* image unless a function says ``resized``.
+
+:class:`SimilarityIndex` keeps the L2-normalised descriptors of several images
+stacked in one matrix on the device, so a query costs a single
+matrix-vector product however many images it is compared with; this is the
+engine of ``dinokit similarity`` and of the interactive inspector.
+
+Example::
+
+    ex = Extractor("dino_vits8", stride=4)
+    feats = ex.extract_many(["a.jpg", "b.jpg"], layers=9, facets="key", bin=True)
+    index = SimilarityIndex.from_features(feats)
+    maps = index.query(0, (120.0, 80.0))          # point in a.jpg, original pixels
+    maps[1].best_xy                               # best match in b.jpg (x, y)
+    maps[1].upsample()                            # (H, W) heat map over b.jpg
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import DinokitError
+from ..features.coords import GridGeometry
+from ..features.extractor import Extractor, Features, ImageInput
+
+__all__ = [
+    "SimilarityIndex",
+    "SimilarityMap",
+    "similarity_maps",
+    "normalize_descriptors",
+    "upsample_grid",
+    "refine_peak",
+    "grid_to_pixels",
+]
+
+Point = Union[Sequence[float], np.ndarray]
+
+
+def normalize_descriptors(desc: Tensor, eps: float = 1e-12) -> Tensor:
+    """L2-normalise descriptors along the last dimension (float32); zero rows stay zero."""
+    desc = desc.float()
+    return desc / desc.norm(dim=-1, keepdim=True).clamp_min(eps)
+
+
+def grid_to_pixels(grid_xy: np.ndarray, geometry: GridGeometry, original: bool = True) -> np.ndarray:
+    """Continuous grid coordinates ``(col, row)`` to pixel ``(x, y)``: centre of patch = ``c*s + p/2``."""
+    g = np.asarray(grid_xy, dtype=np.float64)
+    xy = g * geometry.stride + geometry.patch_size / 2.0
+    return geometry.to_original(xy) if original else xy
+
+
+def upsample_grid(
+    values: Union[np.ndarray, Tensor], geometry: GridGeometry, to: str = "original", mode: str = "bilinear"
+) -> np.ndarray:
+    """Interpolate a ``(rows, cols)`` or ``(rows, cols, C)`` grid map to every pixel of the image.
+
+    Each grid value sits at its patch centre, so the map lines up with the
+    image exactly (also when the sides are not multiples of the stride);
+    pixels outside the outermost centres take the border value. ``to`` is
+    ``"original"`` or ``"resized"``; ``mode`` ``"bilinear"`` or ``"nearest"``
+    (nearest patch centre). Returns ``(H, W)`` or ``(H, W, C)`` float32.
+    """
+    if to not in ("original", "resized"):
+        raise ValueError(f"upsample to 'original' or 'resized', not {to!r}")
+    if mode not in ("bilinear", "nearest"):
+        raise ValueError(f"upsample mode is 'bilinear' or 'nearest', not {mode!r}")
+    grid = values if isinstance(values, Tensor) else torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+    grid = grid.detach().float().cpu()
+    rows, cols = geometry.grid
+    channels = grid.shape[-1] if grid.dim() == 3 else None
+    grid = grid.reshape(rows, cols, -1).permute(2, 0, 1)  # (C, rows, cols)
+    h, w = geometry.original_size if to == "original" else geometry.resized_size
+    # pixel centres -> resized pixels -> continuous grid coordinates
+    px = torch.arange(w, dtype=torch.float64) + 0.5
+    py = torch.arange(h, dtype=torch.float64) + 0.5
+    if to == "original":
+        sx, sy = geometry._scale()
+        px, py = px / sx, py / sy
+    half = geometry.patch_size / 2.0
+    gx = ((px - half) / geometry.stride).clamp(0, cols - 1)
+    gy = ((py - half) / geometry.stride).clamp(0, rows - 1)
+    if mode == "nearest":
+        out = grid[:, torch.round(gy).long()][:, :, torch.round(gx).long()]
+    else:
+        x0 = gx.floor().long().clamp(max=cols - 1)
+        y0 = gy.floor().long().clamp(max=rows - 1)
+        x1 = (x0 + 1).clamp(max=cols - 1)
+        y1 = (y0 + 1).clamp(max=rows - 1)
+        fx = (gx - x0).float()[None, None, :]
+        fy = (gy - y0).float()[None, :, None]
+        top = grid[:, y0][:, :, x0] * (1 - fx) + grid[:, y0][:, :, x1] * fx
+        bottom = grid[:, y1][:, :, x0] * (1 - fx) + grid[:, y1][:, :, x1] * fx
+        out = top * (1 - fy) + bottom * fy
+    out = out.permute(1, 2, 0)
+    return (out[..., 0] if channels is None else out).contiguous().numpy()
+
+
+def refine_peak(
+    scores: Union[np.ndarray, Tensor],
+    geometry: GridGeometry,
+    index: Optional[int] = None,
+    window: int = 5,
+    temperature: float = 0.02,
+    original: bool = True,
+) -> np.ndarray:
+    """Sub-patch location of a similarity peak: soft-argmax in a ``window x window`` neighbourhood.
+
+    ``scores`` is the ``(rows, cols)`` (or flat) map; ``index`` the flat
+    argmax (computed when ``None``). Weights are ``softmax(scores / temperature)``
+    over the window; the result is the weighted mean of patch centres,
+    ``(x, y)`` in original (or resized) pixels.
+    """
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"window must be a positive odd number, got {window}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    s = torch.as_tensor(np.asarray(scores) if not isinstance(scores, Tensor) else scores).detach().double().cpu()
+    rows, cols = geometry.grid
+    s = s.reshape(rows, cols)
+    if index is None:
+        index = int(torch.argmax(s))
+    r0, c0 = divmod(int(index), cols)
+    k = window // 2
+    r_lo, r_hi = max(r0 - k, 0), min(r0 + k + 1, rows)
+    c_lo, c_hi = max(c0 - k, 0), min(c0 + k + 1, cols)
+    patch = s[r_lo:r_hi, c_lo:c_hi]
+    finite = torch.isfinite(patch)
+    logits = torch.where(finite, patch / temperature, torch.full_like(patch, -torch.inf))
+    w = torch.softmax(logits.flatten(), 0).reshape(patch.shape)
+    rr, cc = torch.meshgrid(torch.arange(r_lo, r_hi, dtype=torch.float64), torch.arange(c_lo, c_hi, dtype=torch.float64), indexing="ij")
+    gxy = np.array([float((w * cc).sum()), float((w * rr).sum())])
+    return grid_to_pixels(gxy, geometry, original)
+
+
+@dataclass
+class SimilarityMap:
+    """Cosine similarity of one query descriptor to every patch of one image.
+
+    Attributes:
+        scores: ``(rows, cols)`` float32 cosine similarities (``-inf`` where masked out).
+        geometry: the image's :class:`GridGeometry`.
+        best_index: flat grid index of the best match.
+        best_score: its similarity.
+        best_xy: best match ``(x, y)`` in original-image pixels (patch centre).
+        best_xy_resized: the same point in resized-image pixels.
+    """
+
+    scores: np.ndarray
+    geometry: GridGeometry
+    best_index: int
+    best_score: float
+    best_xy: np.ndarray
+    best_xy_resized: np.ndarray
+
+    def upsample(self, to: str = "original") -> np.ndarray:
+        """The heat map at every pixel of the original (or resized) image, ``(H, W)`` float32.
+
+        Masked-out patches (``-inf``) are shown as the minimum finite score.
+        """
+        s = self.scores
+        if not np.isfinite(s).all():
+            finite = s[np.isfinite(s)]
+            s = np.where(np.isfinite(s), s, finite.min() if finite.size else 0.0).astype(np.float32)
+        return upsample_grid(s, self.geometry, to)
+
+    def refined_xy(self, window: int = 5, temperature: float = 0.02, original: bool = True) -> np.ndarray:
+        """Sub-patch best match by soft-argmax around :attr:`best_index` (see :func:`refine_peak`)."""
+        return refine_peak(self.scores, self.geometry, self.best_index, window, temperature, original)
+
+
+class SimilarityIndex:
+    """L2-normalised descriptors of several images, ready for point queries.
+
+    Args:
+        descriptors: one ``(T_i, D)`` tensor per image (same ``D``), row-major
+            on the image's grid; a ``(1, T, D)`` tensor is accepted too.
+        geometries: one :class:`GridGeometry` per image (``T_i = rows * cols``).
+        device: where the stacked matrix lives (default: the first tensor's device).
+
+    All images' descriptors are normalised once and stacked into one
+    ``(sum T_i, D)`` matrix, so :meth:`query` is one matrix-vector product.
+    """
+
+    def __init__(
+        self,
+        descriptors: Sequence[Tensor],
+        geometries: Sequence[GridGeometry],
+        device: Union[str, torch.device, None] = None,
+    ) -> None:
+        if len(descriptors) == 0:
+            raise DinokitError("no descriptors given")
+        if len(descriptors) != len(geometries):
+            raise DinokitError(f"{len(descriptors)} descriptor sets but {len(geometries)} geometries")
+        mats = []
+        for i, (d, g) in enumerate(zip(descriptors, geometries)):
+            d = torch.as_tensor(d)
+            if d.dim() == 3 and d.shape[0] == 1:
+                d = d[0]
+            if d.dim() != 2:
+                raise DinokitError(f"image {i}: descriptors must be (T, D), got shape {tuple(d.shape)}")
+            if d.shape[0] != g.num_patches:
+                raise DinokitError(f"image {i}: {d.shape[0]} descriptors for a {g.grid[0]}x{g.grid[1]} grid")
+            mats.append(d)
+        dims = {m.shape[1] for m in mats}
+        if len(dims) > 1:
+            raise DinokitError(f"descriptors of different dimensions {sorted(dims)} cannot be compared")
+        dev = torch.device(device) if device is not None else mats[0].device
+        self.geometries: list[GridGeometry] = list(geometries)
+        self.matrix: Tensor = normalize_descriptors(torch.cat([m.to(dev) for m in mats], 0))
+        sizes = [m.shape[0] for m in mats]
+        self.offsets: list[int] = np.concatenate([[0], np.cumsum(sizes)]).astype(int).tolist()
+
+    @classmethod
+    def from_features(
+        cls,
+        features: Union[Features, Sequence[Features]],
+        layer: Optional[int] = None,
+        facet: Optional[str] = None,
+        device: Union[str, torch.device, None] = None,
+    ) -> "SimilarityIndex":
+        """Index the descriptors of ``(layer, facet)`` of one or many :class:`Features` (batched or not)."""
+        feats = [features] if isinstance(features, Features) else list(features)
+        descs: list[Tensor] = []
+        geoms: list[GridGeometry] = []
+        for f in feats:
+            d = f.get(layer, facet)
+            if f.settings.get("include_cls"):
+                d = d[:, 1:]
+            for b in range(d.shape[0]):
+                descs.append(d[b])
+                geoms.append(f.geometry[b])
+        return cls(descs, geoms, device)
+
+    @classmethod
+    def from_images(
+        cls,
+        extractor: Extractor,
+        images: Sequence[ImageInput],
+        layer: int = 11,
+        facet: str = "key",
+        bin: bool = False,
+        progress: bool = False,
+    ) -> "SimilarityIndex":
+        """Extract ``(layer, facet)`` descriptors of images of any sizes and index them.
+
+        Defaults are the reference similarity inspector's (layer 11 keys, no
+        binning); the stride and load size are the extractor's.
+        """
+        feats = extractor.extract_many(list(images), progress=progress, layers=layer, facets=facet, bin=bin)
+        return cls.from_features(feats, device=extractor.device)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.geometries)
+
+    @property
+    def device(self) -> torch.device:
+        return self.matrix.device
+
+    def descriptors(self, image: int) -> Tensor:
+        """The normalised ``(T, D)`` descriptors of one image (a view, no copy)."""
+        self._check_image(image)
+        return self.matrix[self.offsets[image] : self.offsets[image + 1]]
+
+    def point_index(self, image: int, xy: Point, original: bool = True) -> int:
+        """Flat grid index of the patch whose centre is nearest to ``(x, y)`` in ``image``."""
+        self._check_image(image)
+        pt = np.asarray(xy, dtype=np.float64).reshape(-1)
+        if pt.shape != (2,) or not np.isfinite(pt).all():
+            raise DinokitError(f"a query point is two finite numbers (x, y), got {xy!r}")
+        g = self.geometries[image]
+        h, w = g.original_size if original else g.resized_size
+        if not (0 <= pt[0] <= w and 0 <= pt[1] <= h):
+            raise DinokitError(f"point ({pt[0]:g}, {pt[1]:g}) lies outside image {image} ({w}x{h} pixels)")
+        return int(g.xy_to_index(pt, original=original))
+
+    def query(
+        self,
+        image: int,
+        xy: Point,
+        *,
+        original: bool = True,
+        targets: Optional[Sequence[int]] = None,
+        masks: Optional[dict[int, Union[np.ndarray, Tensor]]] = None,
+    ) -> list[SimilarityMap]:
+        """Similarity maps of the descriptor at point ``xy`` of ``image`` over every target image.
+
+        ``targets`` defaults to all images (the query image included, in index
+        order); ``masks`` optionally restricts the best match of image ``i``
+        to patches where ``masks[i]`` (``(rows, cols)`` or flat, bool) is true.
+        """
+        idx = self.point_index(image, xy, original)
+        return self.query_descriptor(self.descriptors(image)[idx], targets=targets, masks=masks)
+
+    def query_index(self, image: int, index: int, **kwargs) -> list[SimilarityMap]:
+        """Like :meth:`query` for a flat patch index of ``image``."""
+        d = self.descriptors(image)
+        if not 0 <= index < d.shape[0]:
+            raise DinokitError(f"patch index {index} out of range for image {image} ({d.shape[0]} patches)")
+        return self.query_descriptor(d[index], **kwargs)
+
+    def query_descriptor(
+        self,
+        descriptor: Tensor,
+        *,
+        targets: Optional[Sequence[int]] = None,
+        masks: Optional[dict[int, Union[np.ndarray, Tensor]]] = None,
+    ) -> list[SimilarityMap]:
+        """Similarity maps of an arbitrary ``(D,)`` descriptor (normalised here) over the target images."""
+        q = normalize_descriptors(torch.as_tensor(descriptor).to(self.device).reshape(-1))
+        if q.shape[0] != self.matrix.shape[1]:
+            raise DinokitError(f"query descriptor has {q.shape[0]} dims, the index {self.matrix.shape[1]}")
+        targets = list(range(self.num_images)) if targets is None else list(targets)
+        for t in targets:
+            self._check_image(t)
+        if len(targets) == self.num_images:
+            sims = (self.matrix @ q).cpu()  # one product for all images
+            parts = [sims[self.offsets[t] : self.offsets[t + 1]] for t in targets]
+        else:
+            parts = [(self.descriptors(t) @ q).cpu() for t in targets]
+        return [self._make_map(t, s, None if masks is None else masks.get(t)) for t, s in zip(targets, parts)]
+
+    def similarity(self, a: int, b: int) -> Tensor:
+        """Full ``(T_a, T_b)`` cosine-similarity matrix between two images (on the device)."""
+        return self.descriptors(a) @ self.descriptors(b).T
+
+    def _make_map(self, image: int, sims: Tensor, mask) -> SimilarityMap:
+        g = self.geometries[image]
+        s = sims.float().clone()
+        if mask is not None:
+            m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask).reshape(-1).bool().cpu()
+            if m.numel() != s.numel():
+                raise DinokitError(f"mask of {m.numel()} values for image {image} with {s.numel()} patches")
+            if m.any():
+                s[~m] = -torch.inf
+        best = int(torch.argmax(s))
+        xy_r = g.index_to_xy(best)
+        return SimilarityMap(
+            scores=s.reshape(g.grid).numpy(),
+            geometry=g,
+            best_index=best,
+            best_score=float(s[best]),
+            best_xy=g.to_original(xy_r),
+            best_xy_resized=xy_r,
+        )
+
+    def _check_image(self, image: int) -> None:
+        if not 0 <= image < self.num_images:
+            raise DinokitError(f"image {image} out of range: the index holds {self.num_images} images")
+
+
+def similarity_maps(
+    features: Union[Features, Sequence[Features]],
+    image: int,
+    xy: Point,
+    *,
+    original: bool = True,
+    layer: Optional[int] = None,
+    facet: Optional[str] = None,
+    upsample: Optional[str] = None,
+) -> tuple[list[SimilarityMap], Optional[list[np.ndarray]]]:
+    """One-shot helper: maps of the point ``xy`` of image ``image`` over all images.
+
+    Returns the :class:`SimilarityMap` list and, when ``upsample`` is
+    ``"original"`` or ``"resized"``, the per-pixel heat maps (else ``None``).
+    For repeated queries build a :class:`SimilarityIndex` once instead.
+    """
+    maps = SimilarityIndex.from_features(features, layer, facet).query(image, xy, original=original)
+    ups = [m.upsample(upsample) for m in maps] if upsample else None
+    return maps, ups
