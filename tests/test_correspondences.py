@@ -55,9 +55,36 @@ def test_finder_descriptors_and_saliency_match_golden(golden, golden_dir, tiny_m
     db = finder.describe(golden_dir / "images" / "ibex.jpg")
     torch.testing.assert_close(da.descriptors, golden["cat.s8.key.l9.bin1.cls0"], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(db.saliency, golden["ibex.s8.saliency"], atol=1e-4, rtol=1e-4)
-    bbs = best_buddies(da.descriptors, db.descriptors)
-    assert torch.equal(bbs.mutual, golden["bb.mask"].bool())
+    for a, b in ((da.descriptors, db.descriptors), (da.matching, db.matching)):  # explicit and structured
+        bbs = best_buddies(a, b)
+        assert torch.equal(bbs.mutual, golden["bb.mask"].bool())
+        assert torch.equal(bbs.neighbours.nn_2, golden["bb.nn_2"])
     assert set(finder.timings) >= {"load", "forward", "binning"}
+
+
+@pytest.mark.parametrize("grids", [((5, 7), (6, 4)), ((9, 11), (8, 13)), ((1, 3), (4, 1))])
+def test_structured_binned_similarity_equals_explicit(grids):
+    """The similarity of log-binned descriptors computed from the unbinned maps equals the explicit one."""
+    from dinokit.features import log_bin
+    from dinokit.tasks.binned_similarity import LogBinned
+
+    (ga, gb), g = grids, torch.Generator().manual_seed(0)
+    raw_a = torch.randn(ga[0] * ga[1], 16, generator=g)
+    raw_b = torch.randn(gb[0] * gb[1], 16, generator=g)
+    la, lb = LogBinned(raw_a, ga), LogBinned(raw_b, gb)
+    xa, xb = log_bin(raw_a[None], ga)[0], log_bin(raw_b[None], gb)[0]
+    torch.testing.assert_close(la.dense(), xa)
+    torch.testing.assert_close(la.norms(), xa.norm(dim=1))
+    explicit = cosine_similarity(xa, xb)
+    for chunk in (None, 1, 5):
+        torch.testing.assert_close(cosine_similarity(la, lb, chunk_size=chunk), explicit, atol=1e-6, rtol=1e-5)
+    q = xa[[0, ga[0] * ga[1] - 1]]
+    torch.testing.assert_close(lb.cosine_to(q), cosine_similarity(q, xb), atol=1e-6, rtol=1e-5)
+    ga_geo, gb_geo = _geometry(*ga), _geometry(*gb)
+    pts = ga_geo.index_to_xy([0, ga[0] * ga[1] // 2, ga[0] * ga[1] - 1], original=True)
+    m1 = match_points(la, ga_geo, lb, gb_geo, pts)
+    m2 = match_points(xa, ga_geo, xb, gb_geo, pts)
+    np.testing.assert_array_equal(m1.indices, m2.indices)
 
 
 # --- the reference's foreground rule ----------------------------------------------------------------

@@ -158,6 +158,7 @@ def test_end_to_end_icoseg(goose, tiny_extractor, tmp_path):
             assert (out / f"{img.stem}_{kind}.png").is_file()
     done = json.loads((out / "done.json").read_text())
     assert done["n_images"] == 4 and done["n_clusters"] == info["n_clusters"]
+    assert done["settings"]["low_res_saliency_maps"] is True  # the reference's default
     assert done["settings"]["thresh"] == 0.065 and done["settings"]["elbow"] == 0.975
     # deterministic for a fixed seed: the same clusters and masks again
     model = CoSegmentation(tiny_extractor, **kwargs).fit(goose)
@@ -170,11 +171,13 @@ def test_end_to_end_icoseg(goose, tiny_extractor, tmp_path):
     assert cosegment(goose, out, tiny_extractor, **kwargs) is None
 
 
-def test_low_res_saliency_and_binned_outlier_path(goose, tiny_extractor):
-    model = CoSegmentation(tiny_extractor, load_size=64, stride=4, sample_interval=10, low_res_saliency_maps=True,
+def test_same_pass_saliency_and_binned_outlier_path(goose, tiny_extractor):
+    model = CoSegmentation(tiny_extractor, load_size=64, stride=4, sample_interval=10, low_res_saliency_maps=False,
                            bin=True, remove_outliers=True, progress=False).fit(goose[:3])
     it = model.items_[0]
     assert model.saliency_[0].shape == it.grid
+    sal = model.saliency_[0]
+    assert sal.min() == 0 and sal.max() == pytest.approx(1)  # min-max normalised on the descriptor grid
     assert model.features_.store.dim == 17 * 48  # log-binned key descriptors of a 48-d model
     assert model.features_.cls.shape == (3, 48)
     assert model.inliers_.shape == (3,)

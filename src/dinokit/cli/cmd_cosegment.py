@@ -17,7 +17,7 @@ BOOL = argparse.BooleanOptionalAction
 def add_set_args(p: argparse.ArgumentParser) -> None:
     """Inputs, outputs and the options the co-segmentation and part co-segmentation share."""
     p.add_argument("images", nargs="*", metavar="DIR_OR_IMAGES",
-                   help="one set: a folder of images (its 'images/' subfolder if it has none of its own), "
+                   help="one set: a folder of images (its 'images/' or 'frames/' subfolder if it has none of its own), "
                         "image files or glob patterns")
     p.add_argument("--sets-root", type=Path, default=None, metavar="DIR",
                    help="run every subfolder of DIR as its own set (results in OUT/<subfolder>)")
@@ -40,9 +40,10 @@ def add_set_args(p: argparse.ArgumentParser) -> None:
                    help="percent of the images that must vote for a foreground cluster (default 75)")
     g.add_argument("--sample-interval", type=int, default=100,
                    help="fit k-means on every n-th descriptor of each image (default 100)")
-    g.add_argument("--low-res-saliency-maps", action=BOOL, default=False,
-                   help="the reference's low-resolution saliency (half load size, stride 8, second pass); default "
-                        "off: saliency from the descriptors' own pass, which costs nothing extra here")
+    g.add_argument("--low-res-saliency-maps", action=BOOL, default=True,
+                   help="the reference's low-resolution saliency (half load size, stride 8, a cheap second pass), "
+                        "on which --thresh was tuned (default on); --no-low-res-saliency-maps takes it from the "
+                        "descriptors' own pass")
     g.add_argument("--max-clusters", type=int, default=14, help="largest k of the elbow search (default 14)")
     s = p.add_argument_group("clustering and memory")
     s.add_argument("--seed", type=int, default=1234, help="k-means seed (default 1234, faiss's default)")
@@ -50,6 +51,8 @@ def add_set_args(p: argparse.ArgumentParser) -> None:
                    help="auto: faiss on the CPU, torch on a GPU (default auto)")
     s.add_argument("--store", choices=["auto", "memory", "disk"], default="auto",
                    help="where float16 descriptors live: auto moves them to disk beyond --memory-limit-gb")
+    s.add_argument("--store-dtype", choices=["float16", "float32"], default="float16",
+                   help="precision of the stored descriptors (float32: the reference's exact numbers, twice the memory)")
     s.add_argument("--memory-limit-gb", type=float, default=1.0, help="descriptor RAM budget for --store auto (default 1)")
     s.add_argument("--offload-dir", type=Path, default=None, help="folder for on-disk descriptors (default: system temp)")
     o = p.add_argument_group("outputs")
@@ -67,6 +70,7 @@ def method_kwargs(args: argparse.Namespace) -> dict:
         thresh=args.thresh, elbow=args.elbow, votes_percentage=args.votes_percentage,
         sample_interval=args.sample_interval, low_res_saliency_maps=args.low_res_saliency_maps,
         max_clusters=args.max_clusters, seed=args.seed, kmeans_backend=args.kmeans_backend, store=args.store,
+        store_dtype=args.store_dtype,
         memory_limit_gb=args.memory_limit_gb, offload_dir=args.offload_dir, progress=not args.quiet,
     )
 

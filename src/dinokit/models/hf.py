@@ -152,16 +152,8 @@ def arch_from_hf_config(
     """
     if interpolation not in INTERPOLATIONS:
         raise WeightsError(f"unknown interpolation {interpolation!r}; choose {' or '.join(INTERPOLATIONS)}")
-    kind = config.get("model_type")
-    if kind not in HF_TYPES:
-        raise WeightsError(
-            f"{source}: model_type {kind!r} is not supported; dinokit converts {', '.join(HF_TYPES)} models"
-        )
-    act = config.get("hidden_act", "gelu")
-    if act != "gelu":
-        raise WeightsError(f"{source}: hidden_act {act!r} is not supported (only exact GELU)")
-    if int(config.get("num_channels", 3)) != 3:
-        raise WeightsError(f"{source}: only 3-channel (RGB) models are supported")
+    check_hf_config(config, source)
+    kind = config["model_type"]
     dim = int(config["hidden_size"])
     heads = int(config["num_attention_heads"])
     patch = _single(config.get("patch_size", 16), "patch_size", source)
@@ -219,6 +211,23 @@ def arch_from_hf_config(
     )
 
 
+def check_hf_config(config: Mapping[str, Any], source: str = "config.json") -> None:
+    """Refuse configurations dinokit cannot reproduce, before any weights are read."""
+    kind = config.get("model_type")
+    if kind not in HF_TYPES:
+        raise WeightsError(
+            f"{source}: model_type {kind!r} is not supported; dinokit converts {', '.join(HF_TYPES)} models"
+        )
+    act = config.get("hidden_act", "gelu")
+    if act != "gelu":
+        raise WeightsError(f"{source}: hidden_act {act!r} is not supported (only exact GELU)")
+    if int(config.get("num_channels", 3)) != 3:
+        raise WeightsError(f"{source}: only 3-channel (RGB) models are supported")
+    missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads") if k not in config]
+    if missing:
+        raise WeightsError(f"{source}: config lacks {', '.join(missing)}")
+
+
 def _single(value: Any, name: str, source: str) -> int:
     if isinstance(value, (list, tuple)):
         if len(set(value)) != 1:
@@ -266,13 +275,13 @@ def read_hf_weights(folder: PathLike) -> dict[str, Tensor]:
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{folder}: unreadable safetensors weights ({exc})") from None
     if pickled.is_file():
-        from .weights import read_weights
-
         try:
             obj = torch.load(str(pickled), map_location="cpu", weights_only=True)
-        except Exception:
-            read_weights(pickled)  # raises the project's readable error for unsafe or broken files
-            raise
+        except Exception as exc:  # unsafe pickles and broken files alike
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise WeightsError(
+                f"{pickled}: refused or unreadable: only plain tensors are loaded ({first[:200]})"
+            ) from None
         if not isinstance(obj, Mapping):
             raise WeightsError(f"{pickled}: expected a dict of tensors")
         return {k: v for k, v in obj.items() if isinstance(v, Tensor)}
@@ -313,6 +322,7 @@ def load_hf_model(
             if not (path / "config.json").is_file():
                 raise WeightsError(f"{path}: not a Hugging Face model folder (no config.json)")
             cfg_dict = _read_json(path / "config.json")
+            check_hf_config(cfg_dict, str(path / "config.json"))
             raw = read_hf_weights(path)
             if (path / "preprocessor_config.json").is_file():
                 preprocessor = _read_json(path / "preprocessor_config.json")
@@ -355,6 +365,7 @@ __all__ = [
     "HF_TYPES",
     "INTERPOLATIONS",
     "arch_from_hf_config",
+    "check_hf_config",
     "convert_hf_state_dict",
     "is_hf_dir",
     "load_hf_model",

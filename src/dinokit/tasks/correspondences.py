@@ -15,7 +15,10 @@ The paper's pipeline for two images A and B:
 
 The similarity of all of A to all of B is computed in row chunks of matrix
 products on the device, so memory stays bounded for large grids and no
-per-token loop is ever run.
+per-token loop is ever run. Log-binned descriptors are never formed for the
+search: :mod:`dinokit.tasks.binned_similarity` gets the same similarities from
+the unbinned maps with several times fewer multiply-adds (about 6.5x on
+the 55 x 80 grids of the paper's setting).
 
 Coordinates are ``(x, y)`` pixels (see :mod:`dinokit.features.coords`); a
 point is the centre of its patch, ``(col * stride + patch / 2, row * stride +
@@ -36,10 +39,10 @@ import torch
 from torch import Tensor
 
 from ..errors import DinokitError
-from ..features.binning import log_bin
 from ..features.coords import GridGeometry
 from ..features.extractor import Extractor, ImageInput
 from ..features.image import LoadedImage
+from .binned_similarity import LogBinned, binned_row_chunks
 from .similarity import normalize_descriptors, refine_peak
 
 __all__ = [
@@ -49,6 +52,7 @@ __all__ = [
     "DenseMatches",
     "ImageDescriptors",
     "CorrespondenceFinder",
+    "similarity_chunks",
     "cosine_similarity",
     "nearest_neighbours",
     "best_buddies",
@@ -70,7 +74,12 @@ def _rows_per_chunk(n_cols: int, chunk_size: Optional[int]) -> int:
     return max(1, DEFAULT_CHUNK_ELEMENTS // max(n_cols, 1))
 
 
-def _as_matrix(desc: Tensor, name: str) -> Tensor:
+Descriptors = Union[Tensor, LogBinned]
+
+
+def _as_matrix(desc, name: str):
+    if isinstance(desc, LogBinned):
+        return desc
     d = torch.as_tensor(desc)
     while d.dim() > 2 and d.shape[0] == 1:
         d = d[0]
@@ -79,17 +88,37 @@ def _as_matrix(desc: Tensor, name: str) -> Tensor:
     return d
 
 
-def cosine_similarity(a: Tensor, b: Tensor, chunk_size: Optional[int] = None) -> Tensor:
+def similarity_chunks(a: Descriptors, b: Descriptors, chunk_size: Optional[int] = None):
+    """Yield ``(start, stop, cos)``: cosine similarities of rows ``start:stop`` of A to all of B.
+
+    ``a`` and ``b`` are ``(T, D)`` tensors or :class:`LogBinned` (both binned:
+    the fast structured product; one binned: it is made explicit).
+    ``chunk_size`` is the number of A rows per chunk (default: about 16M
+    similarity entries per chunk).
+    """
+    a, b = _as_matrix(a, "a"), _as_matrix(b, "b")
+    if isinstance(a, LogBinned) and isinstance(b, LogBinned):
+        rows = _rows_per_chunk(b.num_tokens, chunk_size)
+        yield from binned_row_chunks(a, b.to(a.device), rows * b.num_tokens if chunk_size is not None else None)
+        return
+    a = normalize_descriptors(a.dense() if isinstance(a, LogBinned) else a)
+    b = normalize_descriptors(b.dense() if isinstance(b, LogBinned) else b).to(a.device)
+    if a.shape[1] != b.shape[1]:
+        raise DinokitError(f"descriptors of different dimensions ({a.shape[1]} and {b.shape[1]}) cannot be compared")
+    rows = _rows_per_chunk(b.shape[0], chunk_size)
+    for start in range(0, a.shape[0], rows):
+        yield start, min(start + rows, a.shape[0]), a[start : start + rows] @ b.T
+
+
+def cosine_similarity(a: Descriptors, b: Descriptors, chunk_size: Optional[int] = None) -> Tensor:
     """Cosine similarity of every row of ``a`` ``(Ta, D)`` to every row of ``b`` ``(Tb, D)``: ``(Ta, Tb)``.
 
-    Computed as normalised matrix products in row chunks of ``chunk_size`` rows
-    (default: about 16M entries per chunk). Use :func:`nearest_neighbours` when
-    only the maxima are needed: it never holds the whole matrix.
+    Computed in row chunks (see :func:`similarity_chunks`). Use
+    :func:`nearest_neighbours` when only the maxima are needed: it never holds
+    the whole matrix.
     """
-    a = normalize_descriptors(_as_matrix(a, "a"))
-    b = normalize_descriptors(_as_matrix(b, "b")).to(a.device)
-    rows = _rows_per_chunk(b.shape[0], chunk_size)
-    return torch.cat([a[i : i + rows] @ b.T for i in range(0, a.shape[0], rows)], 0) if a.shape[0] else a.new_zeros(0, b.shape[0])
+    parts = [s for _, _, s in similarity_chunks(a, b, chunk_size)]
+    return torch.cat(parts, 0)
 
 
 @dataclass
@@ -113,25 +142,21 @@ class NearestNeighbours:
 
 
 @torch.no_grad()
-def nearest_neighbours(a: Tensor, b: Tensor, chunk_size: Optional[int] = None) -> NearestNeighbours:
+def nearest_neighbours(a: Descriptors, b: Descriptors, chunk_size: Optional[int] = None) -> NearestNeighbours:
     """Row and column maxima of the ``a`` x ``b`` cosine-similarity matrix, in bounded memory.
 
-    The matrix is produced ``chunk_size`` rows of ``a`` at a time (one matrix
-    product each); row maxima give ``nn_1`` directly and column maxima are
-    merged across chunks.
+    The matrix is produced ``chunk_size`` rows of ``a`` at a time (see
+    :func:`similarity_chunks`); row maxima give ``nn_1`` directly and column
+    maxima are merged across chunks.
     """
-    a = normalize_descriptors(_as_matrix(a, "a"))
-    b = normalize_descriptors(_as_matrix(b, "b")).to(a.device)
-    if a.shape[1] != b.shape[1]:
-        raise DinokitError(f"descriptors of different dimensions ({a.shape[1]} and {b.shape[1]}) cannot be compared")
+    a, b = _as_matrix(a, "a"), _as_matrix(b, "b")
     if a.shape[0] == 0 or b.shape[0] == 0:
         raise DinokitError("nearest neighbours need at least one descriptor in each image")
-    rows = _rows_per_chunk(b.shape[0], chunk_size)
+    device = a.device
     sim_1, nn_1 = [], []
-    sim_2 = torch.full((b.shape[0],), -torch.inf, device=a.device)
-    nn_2 = torch.zeros(b.shape[0], dtype=torch.long, device=a.device)
-    for start in range(0, a.shape[0], rows):
-        s = a[start : start + rows] @ b.T
+    sim_2 = torch.full((b.shape[0],), -torch.inf, device=device)
+    nn_2 = torch.zeros(b.shape[0], dtype=torch.long, device=device)
+    for start, _, s in similarity_chunks(a, b, chunk_size):
         v, i = s.max(dim=1)
         sim_1.append(v)
         nn_1.append(i)
@@ -165,8 +190,8 @@ class BestBuddies:
 
 @torch.no_grad()
 def best_buddies(
-    desc_a: Tensor,
-    desc_b: Tensor,
+    desc_a: Descriptors,
+    desc_b: Descriptors,
     fg_a: Optional[Tensor] = None,
     fg_b: Optional[Tensor] = None,
     chunk_size: Optional[int] = None,
@@ -222,8 +247,15 @@ def kmeans(
         raise ValueError(f"cannot form {k} clusters from {n} points")
     x = x.float()
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    sq = (x * x).sum(1)
     tol_abs = tol * float(x.var(dim=0, unbiased=False).mean()) if n > 1 else 0.0
+    d_in = x.shape[1]
+    basis = None
+    if n < d_in:
+        # centres are means of points, so all distances live in the span of the points:
+        # k-means on their coordinates in an orthonormal basis of that span is the same k-means.
+        basis, r = torch.linalg.qr(x.T)  # (D, n), (n, n)
+        x = r.T.contiguous()
+    sq = (x * x).sum(1)
     trials = 2 + int(math.log(k))
 
     def dist2(c: Tensor) -> Tensor:
@@ -262,7 +294,8 @@ def kmeans(
         if best is None or inertia < best[2]:
             best = (labels, c, inertia)
     assert best is not None
-    return best
+    labels, c, inertia = best
+    return labels, (c @ basis.T if basis is not None else c), inertia
 
 
 @dataclass
@@ -326,8 +359,8 @@ class Correspondences:
 
 
 def select_correspondences(
-    desc_a: Tensor,
-    desc_b: Tensor,
+    desc_a: Descriptors,
+    desc_b: Descriptors,
     saliency_a: Tensor,
     saliency_b: Tensor,
     geometry_a: GridGeometry,
@@ -340,7 +373,9 @@ def select_correspondences(
     chunk_size: Optional[int] = None,
     timings: Optional[dict[str, float]] = None,
 ) -> Correspondences:
-    """The paper's correspondence selection from descriptors ``(T, D)`` and saliency ``(T,)`` of two images.
+    """The paper's correspondence selection from descriptors and saliency ``(T,)`` of two images.
+
+    Descriptors are ``(T, D)`` tensors or :class:`LogBinned` (the fast path for binned ones).
 
     Best buddies restricted to the foreground (saliency > ``thresh``), then
     k-means with ``min(num_pairs, #best buddies)`` clusters on the
@@ -437,9 +472,9 @@ class DenseMatches:
 
 @torch.no_grad()
 def match_points(
-    desc_a: Tensor,
+    desc_a: Descriptors,
     geometry_a: GridGeometry,
-    desc_b: Tensor,
+    desc_b: Descriptors,
     geometry_b: GridGeometry,
     points_a: Union[np.ndarray, Sequence[Sequence[float]]],
     *,
@@ -459,14 +494,19 @@ def match_points(
     ``original`` says whether the query and answer points are in original
     (default) or resized pixels.
     """
-    a = normalize_descriptors(_as_matrix(desc_a, "image A"))
-    b = normalize_descriptors(_as_matrix(desc_b, "image B")).to(a.device)
+    a, b = _as_matrix(desc_a, "image A"), _as_matrix(desc_b, "image B")
     pts = np.asarray(points_a, dtype=np.float64).reshape(-1, 2)
     q_idx = geometry_a.xy_to_index(pts, original=original).reshape(-1)
     q = a[torch.as_tensor(q_idx, device=a.device)]
+    if isinstance(b, LogBinned):
+        b = b.to(q.device)
+        cos = b.cosine_to
+    else:
+        b = normalize_descriptors(b).to(q.device)
+        cos = lambda rows_q: normalize_descriptors(rows_q) @ b.T  # noqa: E731
     mask = None
     if mask_b is not None:
-        mask = torch.as_tensor(mask_b, device=a.device).reshape(-1).bool()
+        mask = torch.as_tensor(mask_b, device=q.device).reshape(-1).bool()
         if mask.shape[0] != b.shape[0]:
             raise DinokitError(f"mask of B has {mask.shape[0]} values for {b.shape[0]} patches")
         if not mask.any():
@@ -474,7 +514,7 @@ def match_points(
     rows = _rows_per_chunk(b.shape[0], chunk_size)
     best_idx, best_val, maps = [], [], []
     for start in range(0, q.shape[0], rows):
-        s = q[start : start + rows] @ b.T
+        s = cos(q[start : start + rows])
         if mask is not None:
             s = s.masked_fill(~mask, -torch.inf)
         v, i = s.max(dim=1)
@@ -496,12 +536,33 @@ def match_points(
 
 @dataclass
 class ImageDescriptors:
-    """Descriptors ``(T, D)`` and saliency ``(T,)`` of one image, on the extractor's device."""
+    """Descriptors and saliency ``(T,)`` of one image, on the extractor's device.
 
-    descriptors: Tensor
+    ``raw`` holds the ``(T, D)`` unbinned descriptors and ``binned`` their
+    implicit log-binning (or ``None``); :attr:`descriptors` is the explicit
+    ``(T, D')`` matrix the settings ask for, built on first use.
+    """
+
+    raw: Tensor
     saliency: Tensor
     geometry: GridGeometry
     image: Optional[LoadedImage]
+    binned: Optional[LogBinned] = None
+    _dense: Optional[Tensor] = field(default=None, repr=False)
+
+    @property
+    def matching(self) -> Descriptors:
+        """What the similarity searches use: the :class:`LogBinned` form when binned, else ``raw``."""
+        return self.binned if self.binned is not None else self.raw
+
+    @property
+    def descriptors(self) -> Tensor:
+        """Explicit descriptors ``(T, D')`` (log-binned when binning is on)."""
+        if self.binned is None:
+            return self.raw
+        if self._dense is None:
+            self._dense = self.binned.dense()
+        return self._dense
 
 
 def _now(device: torch.device) -> float:
@@ -591,11 +652,10 @@ class CorrespondenceFinder:
         feats = ex.extract(loaded, self.layer, self.facet, bin=False, saliency=True,
                            saliency_heads=self.saliency_heads)
         t = self._tick("forward", t)
-        desc = feats.get()
-        if self.bin:
-            desc = log_bin(desc, feats.grid)
+        raw = feats.get()[0]
+        binned = LogBinned(raw, feats.grid) if self.bin else None
         self._tick("binning", t)
-        out = ImageDescriptors(desc[0], feats.saliency[0], feats.geometry[0], loaded)
+        out = ImageDescriptors(raw, feats.saliency[0], feats.geometry[0], loaded, binned)
         if key is not None and self.cache_size > 0:
             self._cache[key] = out
             while len(self._cache) > self.cache_size:
@@ -606,7 +666,7 @@ class CorrespondenceFinder:
         """Correspondences between two images (paths, PIL images or :class:`LoadedImage`)."""
         da, db = self.describe(image_a), self.describe(image_b)
         res = select_correspondences(
-            da.descriptors, db.descriptors, da.saliency, db.saliency, da.geometry, db.geometry,
+            da.matching, db.matching, da.saliency, db.saliency, da.geometry, db.geometry,
             num_pairs=self.num_pairs, thresh=self.thresh, seed=self.seed, n_init=self.n_init,
             chunk_size=self.chunk_size, timings=self.timings,
         )
@@ -630,7 +690,7 @@ class CorrespondenceFinder:
         """
         da, db = self.describe(image_a), self.describe(image_b)
         mask = db.saliency > self.thresh if foreground else None
-        return match_points(da.descriptors, da.geometry, db.descriptors, db.geometry, points_a, mask_b=mask,
+        return match_points(da.matching, da.geometry, db.matching, db.geometry, points_a, mask_b=mask,
                             refine=refine, window=window, temperature=temperature, chunk_size=self.chunk_size)
 
     def settings(self) -> dict[str, Any]:

@@ -137,17 +137,21 @@ class DescriptorStore:
 
     def get(self, index: int) -> np.ndarray:
         """Descriptors of image ``index`` as float32 ``(T, D)``."""
+        return self._raw(index).astype(np.float32)
+
+    def _raw(self, index: int) -> np.ndarray:
+        """Descriptors of image ``index`` in the storage dtype."""
         if not 0 <= index < len(self.counts):
             raise IndexError(f"image {index} not in store of {len(self.counts)}")
         if not self._on_disk:
-            return self._arrays[index].astype(np.float32)
+            return self._arrays[index]
         if self._handle is not None:
             self._handle.flush()
         n = self.counts[index] * self.dim
         with open(self._file, "rb") as fh:
             fh.seek(self._offsets[index])
             raw = np.fromfile(fh, dtype=self.dtype, count=n)
-        return raw.reshape(self.counts[index], self.dim).astype(np.float32)
+        return raw.reshape(self.counts[index], self.dim)
 
     def iter_images(self, indices: Optional[Sequence[int]] = None) -> Iterator[np.ndarray]:
         """Each image's descriptors in turn (float32)."""
@@ -159,16 +163,16 @@ class DescriptorStore:
         pending: list[np.ndarray] = []
         size = 0
         for i in range(len(self.counts)):
-            rows = self.get(i)
+            rows = self._raw(i)
             if masks is not None and masks[i] is not None:
                 rows = rows[np.asarray(masks[i], dtype=bool)]
             pending.append(rows)
             size += rows.shape[0]
             if size >= batch_size:
-                yield np.concatenate(pending)
+                yield np.concatenate(pending).astype(np.float32, copy=False)
                 pending, size = [], 0
         if pending:
-            yield np.concatenate(pending)
+            yield np.concatenate(pending).astype(np.float32, copy=False)
 
     def subset(self, masks: Sequence[Optional[np.ndarray]]) -> "_MaskedView":
         """A view yielding only the masked rows of every image (for batched k-means assignment)."""
@@ -181,13 +185,13 @@ class DescriptorStore:
             raise DinokitError(f"sample_interval must be positive, got {interval}")
         picked = []
         for i in range(len(self.counts)) if indices is None else indices:
-            rows = self.get(i)
+            rows = self._raw(i)
             if masks is not None and masks[i] is not None:
                 rows = rows[np.asarray(masks[i], dtype=bool)]
             picked.append(rows[::interval])
         if not picked:
             return np.zeros((0, self.dim or 0), np.float32)
-        return np.ascontiguousarray(np.concatenate(picked))
+        return np.ascontiguousarray(np.concatenate(picked), dtype=np.float32)
 
     # --- cleanup ------------------------------------------------------------
     def close(self) -> None:

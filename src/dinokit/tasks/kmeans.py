@@ -208,8 +208,10 @@ class KMeans:
             if batch.shape[1] != c.shape[1]:
                 raise DinokitError(f"descriptors have {batch.shape[1]} dimensions, the centroids {c.shape[1]}")
             x = torch.from_numpy(batch).to(self.device)
-            d = ((x * x).sum(1)[:, None] - 2.0 * x @ c.T + c_sq[None]).clamp_min_(0)
-            v, i = d.min(1)
+            # |x - c|^2 = |x|^2 + (|c|^2 - 2 x.c): the argmin needs only the bracket
+            partial = torch.addmm(c_sq[None], x, c.T, alpha=-2.0)
+            v, i = partial.min(1)
+            v = (v + torch.linalg.vector_norm(x, dim=1).square()).clamp_min_(0)
             dists.append(v.cpu().numpy())
             labels.append(i.to(torch.int32).cpu().numpy())
         if not dists:
@@ -232,7 +234,8 @@ def squared_distances(x: ArrayLike, centers: ArrayLike) -> np.ndarray:
     c = torch.from_numpy(_as_float32(centers))
     if c.shape[0] == 0:
         return np.zeros((a.shape[0], 0), np.float32)
-    return ((a * a).sum(1)[:, None] - 2.0 * a @ c.T + (c * c).sum(1)[None]).clamp_min_(0).numpy()
+    d = torch.addmm((c * c).sum(1)[None], a, c.T, alpha=-2.0)
+    return d.add_(torch.linalg.vector_norm(a, dim=1).square()[:, None]).clamp_min_(0).numpy()
 
 
 @dataclass

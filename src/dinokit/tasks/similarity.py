@@ -86,8 +86,8 @@ def upsample_grid(
     px = torch.arange(w, dtype=torch.float64) + 0.5
     py = torch.arange(h, dtype=torch.float64) + 0.5
     if to == "original":
-        sx, sy = geometry._scale()
-        px, py = px / sx, py / sy
+        (h1, w1), (h0, w0) = geometry.resized_size, geometry.original_size
+        px, py = px * (w1 / w0), py * (h1 / h0)
     half = geometry.patch_size / 2.0
     gx = ((px - half) / geometry.stride).clamp(0, cols - 1)
     gy = ((py - half) / geometry.stride).clamp(0, rows - 1)

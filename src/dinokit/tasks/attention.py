@@ -1,0 +1,246 @@
+"""Self-attention maps of the CLS token in the last block, per head, as in DINO's ``visualize_attention.py``.
+
+For each head the attention of the CLS query to every patch is upsampled to
+the image; optionally each head is thresholded to the smallest set of
+patches holding a given fraction of its attention mass (0.6 in DINO's
+figures). Works at any patch stride (overlapping patches give finer maps).
+The result is a set of arrays (:func:`attention_maps`) and, for people to
+look at, colour-mapped PNGs and overlays on the image (:func:`save_attention_maps`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from ..errors import DinokitError
+from ..features.extractor import default_device, parse_dtype
+from ..features.image import LoadedImage, LoadSize, preprocess
+from ..io import save_image, save_tensors
+from .draw import apply_colormap, blend, palette
+
+PathLike = Union[str, os.PathLike]
+ImageInput = Union[PathLike, Image.Image, LoadedImage]
+
+
+@dataclass
+class AttentionMaps:
+    """CLS attention of the last block for one image.
+
+    ``grid_attention``: ``(heads, rows, cols)``, each head's attention to the
+    patches (a row of the softmax, so it sums to at most 1 with the CLS
+    token's own share left out). ``attention``: the same upsampled to the
+    image, ``(heads, H, W)``; ``mean``: the average over heads ``(H, W)``.
+    ``masks`` / ``mean_mask``: boolean ``(heads, H, W)`` / ``(H, W)`` maps of
+    the patches kept by the mass threshold (``None`` without a threshold).
+    ``image`` is the resized RGB image the maps align with.
+    """
+
+    grid_attention: np.ndarray
+    attention: np.ndarray
+    mean: np.ndarray
+    masks: Optional[np.ndarray]
+    mean_mask: Optional[np.ndarray]
+    image: np.ndarray
+    grid: tuple[int, int]
+    patch_size: int
+    stride: int
+    threshold: Optional[float]
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.grid_attention.shape[0])
+
+
+def keep_mass(attn: Tensor, fraction: float) -> Tensor:
+    """Boolean mask of the largest values of each row that together hold ``fraction`` of the row's mass.
+
+    DINO's rule: sort ascending, normalise to sum 1, keep the positions whose
+    cumulative mass exceeds ``1 - fraction``.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise DinokitError(f"threshold must be in (0, 1], got {fraction}")
+    val, idx = torch.sort(attn, dim=-1)
+    val = val / val.sum(dim=-1, keepdim=True)
+    keep_sorted = torch.cumsum(val, dim=-1) > (1.0 - fraction)
+    keep = torch.zeros_like(keep_sorted)
+    keep.scatter_(-1, idx, keep_sorted)
+    return keep
+
+
+def upsample_to_image(
+    maps: np.ndarray, size: tuple[int, int], patch_size: int, stride: int, mode: str = "nearest"
+) -> np.ndarray:
+    """``(n, rows, cols)`` patch values to ``(n, H, W)`` pixels, each value placed at its patch centre.
+
+    ``nearest`` gives every pixel the value of the patch whose centre is
+    closest (at stride = patch size: the patch that contains it, DINO's
+    display); ``bilinear`` interpolates between patch centres. Pixels past the
+    outermost centres take the edge values.
+    """
+    n, rows, cols = maps.shape
+    H, W = size
+    fy = ((np.arange(H) + 0.5) - patch_size / 2.0) / stride
+    fx = ((np.arange(W) + 0.5) - patch_size / 2.0) / stride
+    if mode == "nearest":
+        # floor(f + 0.5) rounds halves up, so at stride = patch size pixel y maps to patch y // p.
+        ry = np.clip(np.floor(fy + 0.5), 0, rows - 1).astype(np.int64)
+        rx = np.clip(np.floor(fx + 0.5), 0, cols - 1).astype(np.int64)
+        return maps[:, ry][:, :, rx]
+    if mode != "bilinear":
+        raise DinokitError(f"unknown interpolation {mode!r}; choose nearest or bilinear")
+    fy = np.clip(fy, 0, rows - 1)
+    fx = np.clip(fx, 0, cols - 1)
+    y0 = np.floor(fy).astype(np.int64)
+    x0 = np.floor(fx).astype(np.int64)
+    y1 = np.minimum(y0 + 1, rows - 1)
+    x1 = np.minimum(x0 + 1, cols - 1)
+    wy = (fy - y0)[None, :, None]
+    wx = (fx - x0)[None, None, :]
+    top = maps[:, y0][:, :, x0] * (1 - wx) + maps[:, y0][:, :, x1] * wx
+    bottom = maps[:, y1][:, :, x0] * (1 - wx) + maps[:, y1][:, :, x1] * wx
+    return (top * (1 - wy) + bottom * wy).astype(maps.dtype)
+
+
+@torch.no_grad()
+def attention_maps(
+    model: torch.nn.Module,
+    image: ImageInput,
+    load_size: LoadSize = 480,
+    stride: Optional[int] = None,
+    threshold: Optional[float] = 0.6,
+    interpolation: str = "nearest",
+    device: Union[str, torch.device, None] = None,
+    dtype: Union[str, torch.dtype, None] = None,
+) -> AttentionMaps:
+    """Per-head CLS attention maps of ``model``'s last block for one image.
+
+    Args:
+        model: a dinokit :class:`~dinokit.models.VisionTransformer`.
+        image: a path, a PIL image or an already loaded image.
+        load_size: smaller edge after resizing (``None`` keeps the size;
+            ``(H, W)`` for an exact size). DINO's script uses 480.
+        stride: patch stride (default: the patch size); it must divide the
+            patch size.
+        threshold: keep the patches holding this fraction of each head's
+            attention mass (``None``: no masks).
+        interpolation: ``nearest`` (blocky, as DINO's figures) or ``bilinear``.
+    """
+    p = int(model.patch_size)
+    s = int(stride) if stride is not None else p
+    if s <= 0 or p % s:
+        raise DinokitError(f"stride {s} must be positive and divide the patch size {p}")
+    if threshold is not None and not 0.0 < threshold <= 1.0:
+        raise DinokitError(f"threshold must be in (0, 1], got {threshold}")
+    dev = torch.device(device) if device is not None else default_device()
+    dt = parse_dtype(dtype)
+    cfg = getattr(model, "cfg", None)
+    mean = cfg.mean if cfg is not None else (0.485, 0.456, 0.406)
+    std = cfg.std if cfg is not None else (0.229, 0.224, 0.225)
+    loaded = image if isinstance(image, LoadedImage) else preprocess(image, load_size, mean, std)
+    H, W = loaded.size
+    if H < p or W < p:
+        raise DinokitError(f"{loaded.path or 'image'}: {W}x{H} pixels is smaller than one {p}x{p} patch")
+    model = model.to(dev, dt).eval()
+    res = model.run(loaded.tensor[None].to(dev, dt), {-1: ("cls_attn",)}, stride=s)
+    last = max(res.taps)
+    cls_attn = res.taps[last]["cls_attn"][0, :, res.num_prefix_tokens:].float().cpu()  # (heads, T)
+    rows, cols = res.grid
+    heads = cls_attn.shape[0]
+    grid_attn = cls_attn.reshape(heads, rows, cols).numpy()
+    mean_grid = grid_attn.mean(axis=0, keepdims=True)
+    up = upsample_to_image(grid_attn, (H, W), p, s, interpolation)
+    up_mean = upsample_to_image(mean_grid, (H, W), p, s, interpolation)[0]
+    masks = mean_mask = None
+    if threshold is not None:
+        keep = keep_mass(cls_attn, threshold).reshape(heads, rows, cols).numpy()
+        keep_mean = keep_mass(torch.from_numpy(mean_grid.reshape(1, -1)), threshold).reshape(1, rows, cols).numpy()
+        masks = upsample_to_image(keep.astype(np.uint8), (H, W), p, s, "nearest").astype(bool)
+        mean_mask = upsample_to_image(keep_mean.astype(np.uint8), (H, W), p, s, "nearest")[0].astype(bool)
+    return AttentionMaps(grid_attn, up, up_mean, masks, mean_mask, loaded.rgb, (rows, cols), p, s, threshold)
+
+
+def mask_overlay(rgb: np.ndarray, mask: np.ndarray, color: Sequence[int], alpha: float = 0.5) -> np.ndarray:
+    """The image with ``mask`` tinted in ``color`` and outlined (DINO's thresholded-mask display)."""
+    tinted = rgb.copy()
+    tinted[mask] = blend(rgb[mask][None], np.broadcast_to(np.asarray(color, np.uint8), rgb[mask][None].shape), alpha)[0]
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    thickness = max(1, round(min(rgb.shape[:2]) / 240))
+    cv2.drawContours(tinted, contours, -1, tuple(int(c) for c in color), thickness)
+    return tinted
+
+
+def save_attention_maps(
+    maps: AttentionMaps,
+    out_dir: PathLike,
+    cmap: str = "viridis",
+    alpha: float = 0.6,
+    save_arrays: bool = False,
+    overwrite: bool = True,
+) -> list[Path]:
+    """Write the maps of one image into ``out_dir``; returns the files written.
+
+    ``img.png`` (the resized image); per head ``attn-head{h}.png`` (colour
+    map, each head scaled to its own range) and ``overlay-head{h}.png`` (the
+    map blended over the image); ``attn-mean.png`` / ``overlay-mean.png``;
+    with a threshold, ``mask-head{h}.png`` / ``mask-mean.png`` (the kept
+    region tinted and outlined); with ``save_arrays``, ``attention.safetensors``.
+    """
+    out = Path(out_dir)
+    written: list[Path] = []
+
+    def put(name: str, img: np.ndarray) -> None:
+        written.append(save_image(out / name, img, overwrite=overwrite))
+
+    put("img.png", maps.image)
+    colours = palette(maps.num_heads + 1)
+    for h in range(maps.num_heads):
+        heat = apply_colormap(maps.attention[h], cmap=cmap)
+        put(f"attn-head{h}.png", heat)
+        put(f"overlay-head{h}.png", blend(maps.image, heat, alpha))
+        if maps.masks is not None:
+            put(f"mask-head{h}.png", mask_overlay(maps.image, maps.masks[h], colours[h]))
+    heat = apply_colormap(maps.mean, cmap=cmap)
+    put("attn-mean.png", heat)
+    put("overlay-mean.png", blend(maps.image, heat, alpha))
+    if maps.mean_mask is not None:
+        put("mask-mean.png", mask_overlay(maps.image, maps.mean_mask, colours[maps.num_heads]))
+    if save_arrays:
+        tensors = {"grid_attention": torch.from_numpy(maps.grid_attention), "mean": torch.from_numpy(maps.mean)}
+        if maps.masks is not None:
+            tensors["masks"] = torch.from_numpy(maps.masks.astype(np.uint8))
+        meta = {"patch_size": str(maps.patch_size), "stride": str(maps.stride), "grid": f"{maps.grid[0]},{maps.grid[1]}",
+                "threshold": "none" if maps.threshold is None else str(maps.threshold)}
+        written.append(save_tensors(out / "attention.safetensors", tensors, meta, overwrite=overwrite))
+    return written
+
+
+def expected_files(num_heads: int, threshold: Optional[float], save_arrays: bool = False) -> list[str]:
+    """Names :func:`save_attention_maps` writes (used to skip finished images)."""
+    names = ["img.png", "attn-mean.png", "overlay-mean.png"]
+    for h in range(num_heads):
+        names += [f"attn-head{h}.png", f"overlay-head{h}.png"] + ([f"mask-head{h}.png"] if threshold is not None else [])
+    if threshold is not None:
+        names.append("mask-mean.png")
+    if save_arrays:
+        names.append("attention.safetensors")
+    return names
+
+
+__all__ = [
+    "AttentionMaps",
+    "attention_maps",
+    "expected_files",
+    "keep_mass",
+    "mask_overlay",
+    "save_attention_maps",
+    "upsample_to_image",
+]
