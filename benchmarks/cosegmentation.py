@@ -23,16 +23,53 @@ the same process, so its peak is the whole pipeline's; the reference layout at
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
+# This folder holds scripts named like standard modules (inspect.py): keep it off the import path and
+# load the shared helpers by file.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import peak_rss_mb, print_table, run_isolated  # noqa: E402
+import argparse  # noqa: E402
+import importlib.util  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("_coseg_bench_util", _HERE / "_util.py")
+_util = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_util)  # type: ignore[union-attr]
+peak_rss_mb, print_table = _util.peak_rss_mb, _util.print_table
+
+
+def run_isolated(kind: str, *args) -> tuple[dict, float]:
+    """Run one measurement in a fresh interpreter (clean peak memory); returns its row and peak RSS (MiB)."""
+    import json
+    import subprocess
+
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out["row"], out["peak"]
+
+
+def child(kind: str, args: list[str]) -> None:
+    import json
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    if kind == "real":
+        row = real_run(int(args[0]), args[1] == "True")
+    elif kind == "sim":
+        row = simulated_run(int(args[0]), args[1] == "True")
+    else:
+        row = reference_layout_run(int(args[0]))
+    print(json.dumps({"row": row, "peak": peak_rss_mb()}))
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DINOKIT_SHARED", ROOT.parent / "shared")) / "data"
@@ -171,18 +208,19 @@ def main() -> None:
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--skip-sim", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    import torch
-
-    torch.set_num_threads(args.threads)
+    if args.child:
+        return child(args.child[0], args.child[1:])
+    os.environ["BENCH_THREADS"] = str(args.threads)
     if not args.skip_real:
         rows = []
         for n in args.sizes:
-            row, peak = run_isolated(real_run, n, False)
+            row, peak = run_isolated("real", n, False)
             row["peak_MiB"] = peak
             rows.append(row)
             print(f"done {n} images", file=sys.stderr)
-        row, peak = run_isolated(real_run, args.sizes[0], True)
+        row, peak = run_isolated("real", args.sizes[0], True)
         row["peak_MiB"] = peak
         rows.append(row)
         print_table(rows, "Co-segmentation of iCoseg images, ViT-S/8 random weights, load 224, stride 4 (seconds per stage)")
@@ -190,12 +228,12 @@ def main() -> None:
         rows = []
         for n in args.sim_sizes:
             full = n == max(args.sim_sizes)
-            row, peak = run_isolated(simulated_run, n, full)
+            row, peak = run_isolated("sim", n, full)
             row["peak_MiB"] = peak
             row["ref_peak_ratio"] = 1.0
             rows.append(row)
             if n <= 300:
-                ref, ref_peak = run_isolated(reference_layout_run, n)
+                ref, ref_peak = run_isolated("ref", n)
                 ref["peak_MiB"] = ref_peak
                 ref["ref_peak_ratio"] = ref_peak / peak
                 rows.append(ref)

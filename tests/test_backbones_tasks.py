@@ -134,6 +134,51 @@ def test_cli_parts(tmp_path, tiny_reg_weights, data_dir):
     assert len(list(tmp_path.rglob("*_parts.png"))) == 3 and list(tmp_path.rglob("done.json"))
 
 
+def test_cli_attention(tmp_path, tiny_reg_weights, data_dir):
+    """The CLS attention maps cover the patches only: registers are neither rows nor columns of the maps."""
+    from safetensors.torch import load_file
+
+    img = _images(data_dir, 1)[0]
+    code = main(["attention", img, "-o", str(tmp_path), "--weights", str(tiny_reg_weights), *MODEL_ARGS,
+                 "--load-size", "56", "--save-arrays"])
+    assert code == 0
+    (arrays,) = tmp_path.rglob("attention.safetensors")
+    grid = load_file(str(arrays))["grid_attention"]
+    assert grid.shape == (4, 5, 4)  # heads x rows x cols of 14-pixel patches (77x56 -> 5x4)
+    assert (arrays.parent / "attn-head3.png").is_file() and (arrays.parent / "mask-mean.png").is_file()
+    net = load_model(weights=tiny_reg_weights, num_heads=4)
+    from dinokit.features import preprocess
+
+    x = preprocess(img, 56, net.cfg.mean, net.cfg.std).tensor[None]
+    with torch.no_grad():
+        cls_attn = net.run(x, {-1: ("cls_attn",)}).taps[11]["cls_attn"][0]
+    torch.testing.assert_close(grid, cls_attn[:, 5:].reshape(4, 5, 4))
+    assert (grid.sum((1, 2)) < 1).all()  # CLS and registers keep part of the softmax mass
+
+
+def test_cli_knn(tmp_path, tiny_reg_weights, data_dir):
+    from safetensors.torch import load_file
+
+    for split, count in (("train", 2), ("test", 1)):
+        for group in ("cheetah", "pandas-taiwan"):
+            (tmp_path / split / group).mkdir(parents=True)
+            images = sorted((data_dir / "icoseg" / group / "images").glob("*.jpg"))
+            chosen = images[:count] if split == "train" else images[-count:]
+            for p in chosen:
+                (tmp_path / split / group / p.name).symlink_to(p)
+    code = main(["knn", "--train", str(tmp_path / "train"), "--test", str(tmp_path / "test"),
+                 "--weights", str(tiny_reg_weights), *MODEL_ARGS, "--image-size", "56", "-k", "1", "3",
+                 "--no-cache", "--save-features", str(tmp_path / "feats"), "-o", str(tmp_path / "knn.json")])
+    assert code == 0
+    feats = load_file(str(tmp_path / "feats" / "train_features.safetensors"))["features"]
+    assert feats.shape == (4, 48)  # one CLS feature per image
+    result = json.loads((tmp_path / "knn.json").read_text())
+    assert (result["num_train"], result["num_test"], result["num_classes"]) == (4, 2, 2)
+    assert [r["k"] for r in result["results"]] == [1, 3]
+    assert all(r["top1"] in (0.0, 50.0, 100.0) for r in result["results"])
+    assert str(tiny_reg_weights) in result["model"]
+
+
 def test_cli_models_lists_every_backbone(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
@@ -177,7 +222,11 @@ def test_timm_checkpoint_loads_by_name_from_the_cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     spec = get_spec("vit_small_patch16_224")
-    state = {k: v.clone() for k, v in create_model(spec.arch, seed=3).state_dict().items()}
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in VisionTransformer(spec.arch).state_dict().items()}
+    flat = torch.randn(sum(s.numel() for s in shapes.values()), generator=torch.Generator().manual_seed(3))
+    state = dict(zip(shapes, (t.reshape(s).clone() for t, s in zip(flat.split([s.numel() for s in shapes.values()]),
+                                                                      shapes.values()))))
     timm_file = dict(state, **{"head.weight": torch.randn(1000, 384), "head.bias": torch.zeros(1000)})
     (tmp_path / "checkpoints").mkdir()
     save_file(timm_file, str(tmp_path / "checkpoints" / spec.filename), metadata={"format": "pt"})

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest

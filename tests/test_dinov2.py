@@ -102,8 +102,10 @@ def test_dinov2_vits14_reg_file_loads_by_name_from_the_cache(tmp_path, monkeypat
     """Random weights in the official layout, placed where the download would put them."""
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     spec = get_spec("dinov2_vits14_reg")
-    gen = torch.Generator().manual_seed(0)
-    state = {k: torch.randn(s, generator=gen) * 0.02 for k, s in official_shapes(384, 12, "mlp", 4).items()}
+    shapes = official_shapes(384, 12, "mlp", 4)
+    sizes = [math.prod(s) for s in shapes.values()]
+    flat = torch.randn(sum(sizes), generator=torch.Generator().manual_seed(0)) * 0.02
+    state = {k: t.reshape(s).clone() for (k, s), t in zip(shapes.items(), flat.split(sizes))}
     (tmp_path / "checkpoints").mkdir()
     torch.save(state, tmp_path / "checkpoints" / spec.filename)
 

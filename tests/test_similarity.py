@@ -105,9 +105,9 @@ def test_index_from_real_features(golden_dir, tiny_model):
     maps = idx.query(0, xy)
     assert maps[0].best_score == pytest.approx(1.0, abs=1e-5)
     np.testing.assert_allclose(maps[0].best_xy, idx.geometries[0].index_to_xy(idx.point_index(0, xy), original=True))
-    maps2, ups = similarity_maps(feats, 0, xy, upsample="original")
+    maps2, ups = similarity_maps(feats, 0, xy, upsample="resized")
     np.testing.assert_allclose(maps2[1].scores, maps[1].scores, atol=1e-6)
-    assert [u.shape for u in ups] == [g.original_size for g in idx.geometries]
+    assert [u.shape for u in ups] == [g.resized_size for g in idx.geometries]
 
 
 def test_cli_similarity(tmp_path, data_dir, tiny_weights, capsys):

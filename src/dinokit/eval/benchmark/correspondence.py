@@ -1,0 +1,280 @@
+"""Semantic-correspondence benchmark: PCK of dense point matching (Amir et al. 2021, Sec. 4.2).
+
+Protocol: for every annotated source keypoint of a pair, the descriptor of
+the patch whose centre is nearest to it is compared with every patch of the
+target (cosine similarity); the best target patch's centre, in original
+pixels, is the prediction. A prediction is correct when it lies within
+``alpha * L`` of the true target keypoint, ``L`` the longer side of the
+target's bounding box (PF-WILLOW: the keypoints' box; SPair-71k and CUB: the
+annotated box) or of the target image (PF-PASCAL's usual convention).
+PCK is averaged per pair, then over pairs (per keypoint in the JSON too).
+
+Defaults are the paper's correspondence settings: load size 224, stride 4,
+layer 9 ``key`` descriptors, log-binned. Baselines: ``identity`` (the
+keypoint at the same relative position in the target) and ``rgb-patches``
+(raw pixel patches on the same grid, matched by normalised cross-correlation).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from ...errors import DinokitError
+from ..datasets import READERS, CorrespondencePair, image_size
+from ..metrics import DEFAULT_ALPHAS, PCKAccumulator, pck
+from .base import Benchmark, spread
+from .descriptor_cache import ImageDescriptorCache
+from .report import BenchmarkResult, Column, plural
+from .run_folder import RunFolder
+
+DATASET_TITLES = {"pf-willow": "PF-WILLOW", "spair": "SPair-71k", "pf-pascal": "PF-PASCAL", "cub": "CUB-200-2011"}
+DEFAULT_PCK_BY = {"pf-willow": "bbox", "spair": "bbox", "pf-pascal": "image", "cub": "bbox"}
+_BOX = {"pf-willow": "the target keypoints' box", "spair": "the target's annotated box",
+        "pf-pascal": "the target's box", "cub": "the target's annotated box"}
+
+
+class CorrespondenceBenchmark(Benchmark):
+    """PCK of dense matching on PF-WILLOW, SPair-71k, PF-PASCAL or CUB (see the module docstring).
+
+    Args (besides :class:`~dinokit.eval.benchmark.base.Benchmark`'s):
+        split: SPair/PF-PASCAL/CUB split (``test``).
+        load_size, stride, layer, facet, bin: descriptors (224, 4, 9, ``key``, log-binned).
+        foreground, thresh: restrict matches to target patches with saliency above ``thresh``.
+        refine, window, temperature: sub-patch soft-argmax around the best match.
+        saliency_heads: heads averaged for saliency (model default).
+        alphas: PCK thresholds (0.05, 0.1, 0.15); pck_by: ``bbox`` or ``image`` (dataset default).
+        categories: keep only these categories; max_pairs: at most this many pairs,
+            spread evenly over the categories (the first pairs of each).
+        max_pairs_per_category, pairs_file, seed: CUB pair selection (CUB has no official list).
+        cache_dtype: precision of the cached descriptors (``float32``: exact; ``float16``: half the disk).
+    """
+
+    kind = "correspondence"
+    BASELINES = ("identity", "rgb-patches")
+    DATASETS = tuple(DATASET_TITLES)
+
+    def __init__(
+        self,
+        root: Union[str, os.PathLike],
+        output_dir: Union[str, os.PathLike],
+        dataset: str = "pf-willow",
+        *,
+        split: str = "test",
+        load_size: Any = 224,
+        stride: int = 4,
+        layer: int = 9,
+        facet: str = "key",
+        bin: bool = True,
+        foreground: bool = False,
+        thresh: float = 0.05,
+        refine: bool = False,
+        window: int = 5,
+        temperature: float = 0.02,
+        saliency_heads: Optional[Sequence[int]] = None,
+        alphas: Sequence[float] = DEFAULT_ALPHAS,
+        pck_by: Optional[str] = None,
+        categories: Optional[Sequence[str]] = None,
+        max_pairs: Optional[int] = None,
+        max_pairs_per_category: Optional[int] = None,
+        pairs_file: Optional[Union[str, os.PathLike]] = None,
+        seed: int = 0,
+        cache_dtype: str = "float32",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(root, output_dir, dataset=dataset, **kwargs)
+        self.split = split
+        self.load_size = load_size
+        self.stride = int(stride)
+        self.layer = int(layer)
+        self.facet = facet
+        self.bin = bool(bin)
+        self.foreground = bool(foreground)
+        self.thresh = float(thresh)
+        self.refine = bool(refine)
+        self.window = int(window)
+        self.temperature = float(temperature)
+        self.saliency_heads = None if saliency_heads is None else tuple(int(h) for h in saliency_heads)
+        self.alphas = tuple(float(a) for a in alphas)
+        if not self.alphas or any(not 0 < a for a in self.alphas):
+            raise DinokitError(f"PCK alphas must be positive, got {list(alphas)}")
+        self.pck_by = pck_by or DEFAULT_PCK_BY[dataset]
+        if self.pck_by not in ("bbox", "image"):
+            raise DinokitError(f"pck_by must be 'bbox' or 'image', got {self.pck_by!r}")
+        self.categories = None if categories is None else list(categories)
+        if max_pairs is not None and max_pairs < 1:
+            raise DinokitError(f"max_pairs must be at least 1, got {max_pairs}")
+        self.max_pairs = max_pairs
+        self.max_pairs_per_category = max_pairs_per_category
+        self.pairs_file = None if pairs_file is None else str(pairs_file)
+        self.seed = int(seed)
+        if cache_dtype not in ("float32", "float16"):
+            raise DinokitError(f"cache dtype must be float32 or float16, got {cache_dtype!r}")
+        self.cache_dtype = cache_dtype
+
+    # --- settings --------------------------------------------------------------------
+    def method_settings(self) -> dict[str, Any]:
+        finder = getattr(self, "finder_", None)
+        heads = list(self.saliency_heads) if self.saliency_heads is not None else None
+        if finder is not None and heads is None:
+            heads = finder.settings().get("saliency_heads")
+        return {
+            "protocol": "dense matching: nearest patch of each source keypoint, argmax of cosine similarity "
+                        "over the target",
+            "load_size": self.load_size, "stride": self.stride, "layer": self.layer, "facet": self.facet,
+            "bin": self.bin, "foreground": self.foreground, "thresh": self.thresh, "refine": self.refine,
+            "window": self.window, "temperature": self.temperature, "saliency_heads": heads,
+            "alphas": list(self.alphas), "pck_by": self.pck_by, "cache_dtype": self.cache_dtype,
+        }
+
+    def dataset_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {}
+        if self.dataset != "pf-willow":
+            opts["split"] = self.split
+        if self.dataset == "cub":
+            opts.update(pairs_file=self.pairs_file, max_pairs_per_category=self.max_pairs_per_category,
+                        seed=self.seed)
+        return opts
+
+    def limits(self) -> dict[str, Any]:
+        return {"categories": self.categories, "max_pairs": self.max_pairs}
+
+    # --- data --------------------------------------------------------------------------
+    def load_dataset(self) -> list[CorrespondencePair]:
+        reader = READERS[self.dataset]
+        if self.dataset == "pf-willow":
+            pairs = reader(self.root)
+        elif self.dataset == "spair":
+            pairs = reader(self.root, split=self.split, categories=self.categories)
+        elif self.dataset == "pf-pascal":
+            pairs = reader(self.root, split=self.split)
+        else:
+            pairs = reader(self.root, split=self.split, pairs_file=self.pairs_file,
+                           max_pairs_per_category=self.max_pairs_per_category, categories=self.categories,
+                           seed=self.seed)
+        if self.categories is not None:
+            missing = set(self.categories) - {p.category for p in pairs}
+            if missing:
+                raise DinokitError(f"{self.root}: no pairs of categor{'y' if len(missing) == 1 else 'ies'} "
+                                   f"{', '.join(sorted(missing))}")
+            pairs = [p for p in pairs if p.category in self.categories]
+        return spread(pairs, self.max_pairs, key=lambda p: p.category)
+
+    # --- evaluation ----------------------------------------------------------------------
+    def _finder(self) -> Any:
+        from ...features import Extractor
+        from ...tasks.correspondences import CorrespondenceFinder
+
+        ex = Extractor(self.backbone(), stride=self.stride, load_size=self.load_size, device=self.device,
+                       dtype=self.dtype)
+        return CorrespondenceFinder(ex, layer=self.layer, facet=self.facet, bin=self.bin, thresh=self.thresh,
+                                    saliency_heads=self.saliency_heads, cache_size=0)
+
+    def evaluate(self, pairs: list[CorrespondencePair], folder: RunFolder) -> BenchmarkResult:
+        from tqdm.auto import tqdm
+
+        self.finder_ = finder = self._finder()
+        methods = ["model", *self.baselines]
+        cache = ImageDescriptorCache(finder, folder.cache_dir / "descriptors", self.root, self.cache_dtype)
+        for p in pairs:
+            if folder.get("model", p.key) is None and len(p.src_kps):
+                cache.expect([p.src_path, p.trg_path])
+        rgb_cache: dict[str, Any] = {}
+        sizes: dict = {}
+        accs = {m: PCKAccumulator(self.alphas) for m in methods}
+        bar = tqdm(pairs, desc=f"{self.dataset} pairs", unit="pair", disable=not self.progress)
+        for pair in bar:
+            length = pair.pck_length(self.pck_by)
+            for m in methods:
+                rec = folder.get(m, pair.key)
+                if rec is None:
+                    pred = self._predict(m, pair, cache, rgb_cache, sizes)
+                    scores = pck(pred, pair.trg_kps, length, self.alphas) if len(pred) else {}
+                    rec = folder.log(m, pair.key, {
+                        "category": pair.category, "reference_length": length, "points": len(pred),
+                        "pred": np.round(pred, 4).tolist(), "pck": {str(a): v for a, v in scores.items()}})
+                    self._scored(True)
+                else:
+                    self._scored(False)
+                pred = np.asarray(rec["pred"], dtype=np.float64).reshape(-1, 2)
+                accs[m].add(pred, pair.trg_kps, float(rec["reference_length"]), pair.category, pair.key)
+            if len(rgb_cache) > 16:
+                rgb_cache.clear()
+        self.counts_["images_computed"] += cache.computed
+        self.counts_["images_from_cache"] += cache.loaded
+        return self._result(pairs, accs)
+
+    def _predict(self, method: str, pair: CorrespondencePair, cache: ImageDescriptorCache,
+                 rgb_cache: dict, sizes: dict) -> np.ndarray:
+        from ...tasks.correspondences import match_points
+        from ..baselines import identity_points, rgb_patch_descriptors
+
+        if not len(pair.src_kps):
+            return np.zeros((0, 2))
+        if method == "model":
+            da, db = cache.get(pair.src_path), cache.get(pair.trg_path)
+            mask = db.saliency > self.thresh if self.foreground else None
+            res = match_points(da.matching, da.geometry, db.matching, db.geometry, pair.src_kps, mask_b=mask,
+                               refine=self.refine, window=self.window, temperature=self.temperature)
+            cache.release(pair.src_path, delete=not self.keep_cache)
+            cache.release(pair.trg_path, delete=not self.keep_cache)
+            return res.points
+        if method == "identity":
+            wa = pair.src_size or image_size(pair.src_path, sizes)
+            wb = pair.trg_size or image_size(pair.trg_path, sizes)
+            return identity_points(pair.src_kps, wa, wb)
+        if method == "rgb-patches":
+            ex = self.finder_.extractor
+            for p in (pair.src_path, pair.trg_path):
+                if str(p) not in rgb_cache:
+                    rgb_cache[str(p)] = rgb_patch_descriptors(p, ex.patch_size, self.stride, self.load_size)
+            (a, ga), (b, gb) = rgb_cache[str(pair.src_path)], rgb_cache[str(pair.trg_path)]
+            return match_points(a, ga, b, gb, pair.src_kps).points
+        raise DinokitError(f"unknown method {method!r}")
+
+    # --- tables --------------------------------------------------------------------------
+    def _labels(self) -> dict[str, tuple[str, str]]:
+        name = self.model_name()
+        desc = f"{name} (layer {self.layer} {self.facet}{', binned' if self.bin else ''}, stride {self.stride})"
+        return {"model": (desc, name), "identity": ("identity (baseline)", "identity"),
+                "rgb-patches": ("RGB patches (baseline)", "rgb")}
+
+    def _result(self, pairs: list[CorrespondencePair], accs: dict[str, PCKAccumulator]) -> BenchmarkResult:
+        labels = self._labels()
+        primary = 0.1 if 0.1 in self.alphas else self.alphas[len(self.alphas) // 2]
+        columns = [Column(f"pck@{a:g}", f"PCK@{a:g}") for a in self.alphas] + [Column("pairs", "pairs", "int")]
+        rows, group_rows, details = [], [], {}
+        for m, acc in accs.items():
+            res = acc.result()
+            row: dict[str, Any] = {"method": m, "label": labels[m][0], "short": labels[m][1]}
+            row.update({f"pck@{a:g}": res.per_image[a] for a in self.alphas})
+            row.update({f"pck@{a:g}_points": res.per_point[a] for a in self.alphas})
+            row.update({f"pck@{a:g}_category_mean": res.category_mean[a] for a in self.alphas})
+            row.update(pairs=res.num_pairs, points=res.num_points)
+            rows.append(row)
+            for cat, agg in res.per_category.items():
+                g = {"category": cat, "method": m}
+                g.update({f"pck@{a:g}": agg["per_image"][a] for a in self.alphas})
+                g.update({f"pck@{a:g}_points": agg["per_point"][a] for a in self.alphas})
+                g.update(pairs=agg["pairs"], points=agg["points"])
+                group_rows.append(g)
+            details[m] = res.to_dict()
+        n_points = rows[0]["points"] if rows else 0
+        n_cats = len({p.category for p in pairs})
+        box = "image" if self.pck_by == "image" else _BOX[self.dataset]
+        title = (f"{DATASET_TITLES[self.dataset]}: {plural(len(pairs), 'pair')} in "
+                 f"{plural(n_cats, 'category', 'categories')}, {plural(n_points, 'keypoint')}. "
+                 f"PCK@alpha (%): keypoints within alpha x the longer side of {box}, averaged per pair.")
+        notes = [f"model: {self.model_info()['source'] or self.model_name()}; load size {self.load_size}, "
+                 f"stride {self.stride}, layer {self.layer} {self.facet}, bin={self.bin}, "
+                 f"foreground={self.foreground}, refine={self.refine}"]
+        return BenchmarkResult(
+            benchmark=self.kind, dataset=self.dataset, title=title, columns=columns, rows=rows,
+            group_name="category", group_columns=[Column(f"pck@{primary:g}", f"PCK@{primary:g}")],
+            group_rows=group_rows, details=details, notes=notes,
+            info={"counts": {"pairs": len(pairs), "keypoints": n_points, "categories": n_cats,
+                             "images": len({str(p.src_path) for p in pairs} | {str(p.trg_path) for p in pairs})}},
+        )

@@ -1,0 +1,290 @@
+"""The benchmark runner end to end: real PF-WILLOW pairs, an iCoseg group, a DAVIS sequence and PASCAL-Part
+images with the golden tiny model at a small load size; plus the baselines and the run folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dinokit.cli import main
+from dinokit.errors import DatasetError, DinokitError
+from dinokit.eval.baselines import centre_prior_mask, grid_parts, identity_points, rgb_patch_descriptors, saliency_mask
+from dinokit.eval.benchmark import (
+    CorrespondenceBenchmark,
+    CosegBenchmark,
+    PartsBenchmark,
+    RunFolder,
+    VideoBenchmark,
+    spread,
+)
+from dinokit.eval.datasets import image_size, read_pf_willow
+from dinokit.eval.metrics import pck
+
+LOAD = 64
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine run fastest single-threaded."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def willow(data_dir):
+    return data_dir / "pf-willow"
+
+
+def _corr(willow, out, tiny_weights, **kw):
+    kw.setdefault("max_pairs", 6)
+    return CorrespondenceBenchmark(willow, out, "pf-willow", weights=tiny_weights, load_size=LOAD, device="cpu",
+                                   progress=False, **kw)
+
+
+def _lines(path):
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+
+
+# --------------------------------------------------------------------------- correspondence
+
+
+@pytest.fixture(scope="module")
+def corr_run(willow, tiny_weights, tmp_path_factory):
+    """One CLI run on 6 PF-WILLOW pairs (module-scoped: the later tests reuse its folder)."""
+    out = tmp_path_factory.mktemp("corr") / "run"
+    argv = ["benchmark", "correspondence", "--dataset", "pf-willow", "--root", str(willow), "-o", str(out),
+            "--weights", str(tiny_weights), "--load-size", str(LOAD), "--device", "cpu", "--max-pairs", "6", "-q"]
+    return out, argv
+
+
+def test_correspondence_cli_writes_table_and_files(corr_run, tiny_weights, capsys):
+    out, argv = corr_run
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "PF-WILLOW: 6 pairs in 6 categories" in printed
+    for text in ("PCK@0.05", "PCK@0.1", "PCK@0.15", "identity (baseline)", "RGB patches (baseline)", "car(G)"):
+        assert text in printed
+    for name in ("run.json", "items.jsonl", "results.json", "results.csv", "results_per_category.csv"):
+        assert (out / name).is_file(), name
+    res = json.loads((out / "results.json").read_text())
+    rows = {r["method"]: r for r in res["results"]}
+    assert set(rows) == {"model", "identity", "rgb-patches"}
+    for r in rows.values():
+        assert r["pairs"] == 6 and r["points"] == 60
+        for a in ("0.05", "0.1", "0.15"):
+            assert 0.0 <= r[f"pck@{a}"] <= 1.0
+        assert r["pck@0.05"] <= r["pck@0.1"] <= r["pck@0.15"]
+    # the exact settings, model and software are recorded
+    m = res["settings"]["method"]
+    assert (m["layer"], m["facet"], m["bin"], m["stride"], m["load_size"], m["pck_by"]) == (9, "key", True, 4, LOAD, "bbox")
+    assert res["model"]["weights_sha256"] == hashlib.sha256(tiny_weights.read_bytes()).hexdigest()
+    assert res["model"]["weights_bytes"] == tiny_weights.stat().st_size
+    assert res["environment"]["dinokit"] and res["counts"]["pairs"] == 6
+    # one log line per pair and method; CSV has the three rows
+    assert len(_lines(out / "items.jsonl")) == 18
+    csv_lines = (out / "results.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("method,label") and len(csv_lines) == 4
+    # the descriptor cache is removed once every pair is done
+    assert not (out / "cache").exists()
+
+
+def test_identity_baseline_matches_direct_computation(corr_run, willow):
+    out, _ = corr_run
+    res = json.loads((out / "results.json").read_text())
+    pairs = spread(read_pf_willow(willow), 6, key=lambda p: p.category)
+    direct = []
+    for p in pairs:
+        pred = identity_points(p.src_kps, image_size(p.src_path), image_size(p.trg_path))
+        direct.append(pck(pred, p.trg_kps, p.pck_length("bbox"))[0.1])
+    row = next(r for r in res["results"] if r["method"] == "identity")
+    assert row["pck@0.1"] == pytest.approx(float(np.mean(direct)), abs=1e-9)
+
+
+def test_correspondence_rerun_skips_everything(corr_run, willow, tiny_weights):
+    out, _ = corr_run
+    before = json.loads((out / "results.json").read_text())["results"]
+    bench = _corr(willow, out, tiny_weights)
+    after = bench.run()
+    assert bench.counts_["items_scored"] == 0 and bench.counts_["items_from_log"] == 18
+    assert bench.counts_["images_computed"] == 0
+    for a, b in zip(before, after.rows):
+        assert a["pck@0.1"] == pytest.approx(b["pck@0.1"], abs=1e-12)
+
+
+def test_correspondence_resume_after_interruption_and_determinism(corr_run, willow, tiny_weights, tmp_path):
+    out, _ = corr_run
+    full = json.loads((out / "results.json").read_text())["results"]
+    # a fresh run elsewhere gives the same numbers (deterministic) ...
+    fresh = _corr(willow, tmp_path / "fresh", tiny_weights, keep_cache=True)
+    res = fresh.run()
+    assert [r["pck@0.1"] for r in res.rows] == pytest.approx([r["pck@0.1"] for r in full], abs=1e-12)
+    assert fresh.counts_["images_computed"] == 12
+    assert len(list((tmp_path / "fresh" / "cache").rglob("*.safetensors"))) == 12
+    # ... and a run killed mid-way (last 4 records lost, one half-written) resumes to the same numbers
+    log = tmp_path / "fresh" / "items.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines[:-4]) + "\n" + lines[-4][: len(lines[-4]) // 2])
+    again = _corr(willow, tmp_path / "fresh", tiny_weights, keep_cache=True)
+    res2 = again.run()
+    assert again.counts_["items_scored"] == 4 and again.counts_["items_from_log"] == 14
+    assert again.counts_["images_computed"] == 0 and again.counts_["images_from_cache"] > 0
+    assert [r["pck@0.1"] for r in res2.rows] == pytest.approx([r["pck@0.1"] for r in full], abs=1e-12)
+    assert len(_lines(log)) == 18
+
+
+def test_correspondence_other_settings_refused_then_overwritten(corr_run, willow, tiny_weights):
+    out, _ = corr_run
+    with pytest.raises(DinokitError, match="layer: 9 -> 8"):
+        _corr(willow, out, tiny_weights, layer=8).run()
+    bench = _corr(willow, out, tiny_weights, layer=8, max_pairs=2, overwrite=True)
+    bench.run()
+    assert bench.counts_["items_from_log"] == 0
+    assert json.loads((out / "results.json").read_text())["settings"]["method"]["layer"] == 8
+
+
+def test_wrong_root_is_a_clear_error(tmp_path, tiny_weights, capsys):
+    out = tmp_path / "out"
+    rc = main(["benchmark", "correspondence", "--dataset", "pf-willow", "--root", str(tmp_path / "missing"),
+               "-o", str(out), "--weights", str(tiny_weights), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("dinokit: error: ") and "missing" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    (tmp_path / "not-a-set").mkdir()
+    with pytest.raises(DatasetError, match="no mask folder"):
+        CosegBenchmark(tmp_path, out, weights=tiny_weights, progress=False).run()
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- co-segmentation
+
+
+def _coseg(data_dir, out, tiny_weights):
+    return CosegBenchmark(data_dir / "icoseg", out, "icoseg", sets=["ferrari"], max_images=4, load_size=LOAD,
+                          weights=tiny_weights, device="cpu", progress=False)
+
+
+def test_cosegment_one_icoseg_group(data_dir, tiny_weights, tmp_path):
+    bench = _coseg(data_dir, tmp_path / "a", tiny_weights)
+    res = bench.run()
+    assert [r["method"] for r in res.rows] == ["model", "centre-prior", "saliency"]
+    for r in res.rows:
+        assert r["sets"] == 1 and r["images"] == 4
+        assert 0.0 <= r["jaccard"] <= 1.0 and 0.0 <= r["precision"] <= 1.0
+    assert bench.counts_["images_computed"] == 4
+    text = res.report()
+    assert "iCoseg co-segmentation: 1 set, 4 images" in text and "ferrari" in text and "centre prior (baseline)" in text
+    for name in ("results.json", "results.csv", "results_per_set.csv", "items.jsonl"):
+        assert (tmp_path / "a" / name).is_file()
+    details = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert details["settings"]["method"]["layer"] == 11 and details["settings"]["method"]["elbow"] == 0.975
+    # rerun: nothing recomputed; a second folder: the same numbers
+    again = _coseg(data_dir, tmp_path / "a", tiny_weights)
+    again.run()
+    assert again.counts_["items_scored"] == 0 and again.counts_["images_computed"] == 0
+    other = _coseg(data_dir, tmp_path / "b", tiny_weights).run()
+    for a, b in zip(res.rows, other.rows):
+        assert (a["jaccard"], a["precision"]) == pytest.approx((b["jaccard"], b["precision"]), abs=1e-12)
+
+
+def test_centre_prior_row_is_independent_of_the_model(data_dir, tiny_weights, tmp_path):
+    from dinokit.eval.datasets import read_coseg
+    from dinokit.eval.metrics import jaccard
+
+    res = _coseg(data_dir, tmp_path / "c", tiny_weights).run()
+    items = read_coseg(data_dir / "icoseg", sets=["ferrari"])[0].items[:4]
+    direct = []
+    for it in items:
+        gt = it.load_mask()
+        direct.append(jaccard(centre_prior_mask(*gt.shape), gt))
+    assert res.row("centre-prior")["jaccard"] == pytest.approx(float(np.mean(direct)), abs=1e-12)
+
+
+# --------------------------------------------------------------------------- video and parts
+
+
+def test_video_davis_sequence(data_dir, tiny_weights, tmp_path):
+    bench = VideoBenchmark(data_dir / "davis2016", tmp_path / "v", sequences=["blackswan"], frame_step=10,
+                           max_frames=4, load_size=LOAD, weights=tiny_weights, device="cpu", progress=False)
+    res = bench.run()
+    assert [r["method"] for r in res.rows] == ["model", "centre-prior", "saliency"]
+    for r in res.rows:
+        assert r["sequences"] == 1
+        for k in ("J&F", "J_mean", "F_mean", "J_recall"):
+            assert 0.0 <= r[k] <= 1.0
+    log = _lines(tmp_path / "v" / "items.jsonl")
+    assert len(log) == 3 and all(len(r["J"]) == 2 for r in log)  # 4 frames, first and last not scored
+    assert "blackswan" in res.report()
+
+
+def test_parts_pascal_part(data_dir, tiny_weights, tmp_path):
+    bench = PartsBenchmark(data_dir / "pascal-part", tmp_path / "p", categories=["cat"], max_images=2,
+                           load_size=LOAD, weights=tiny_weights, device="cpu", progress=False)
+    res = bench.run()
+    assert [r["method"] for r in res.rows] == ["model", "grid"]
+    for r in res.rows:
+        assert r["images"] == 2 and r["samples"] > 1000
+        assert -1.0 <= r["ari"] <= 1.0 and 0.0 <= r["nmi"] <= 1.0
+    again = PartsBenchmark(data_dir / "pascal-part", tmp_path / "p", categories=["cat"], max_images=2,
+                           load_size=LOAD, weights=tiny_weights, device="cpu", progress=False)
+    res2 = again.run()
+    assert again.counts_["items_scored"] == 0
+    assert res2.row("model")["nmi"] == pytest.approx(res.row("model")["nmi"], abs=1e-12)
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def test_baselines():
+    m = centre_prior_mask(300, 400, area=0.5)
+    assert abs(m.mean() - 0.5) < 0.01 and m[150, 200] and not m[0, 0]
+    g = grid_parts(30, 40, 4)
+    assert sorted(np.unique(g)) == [0, 1, 2, 3] and g[0, 0] == 0 and g[-1, -1] == 3
+    assert len(np.unique(grid_parts(10, 50, 3))) == 3
+    pts = identity_points([[10, 20]], (100, 200), (50, 400))
+    assert pts.tolist() == [[5.0, 40.0]]
+    sal = np.array([[0.0, 1.0], [0.2, 0.9]])
+    assert saliency_mask(sal, (4, 4)).tolist()[0] == [False, False, True, True]
+
+
+def test_rgb_patches_share_the_model_grid(data_dir, tiny_weights):
+    from dinokit.features import Extractor
+
+    img = sorted((data_dir / "pf-willow" / "car(G)").glob("*.png"))[0]
+    desc, geo = rgb_patch_descriptors(img, patch_size=8, stride=4, load_size=LOAD)
+    feats = Extractor(weights=tiny_weights, stride=4, load_size=LOAD, device="cpu").extract(img, 9, "key")
+    assert geo.grid == feats.grid and desc.shape == (geo.num_patches, 3 * 8 * 8)
+    assert torch.allclose(desc.mean(dim=1), torch.zeros(desc.shape[0]), atol=1e-5)
+    # a patch matched against itself is its own nearest neighbour
+    from dinokit.tasks.correspondences import match_points
+
+    q = geo.index_to_xy([37], original=True)
+    assert match_points(desc, geo, desc, geo, q).indices.tolist() == [37]
+
+
+def test_spread_takes_every_group_in_turn():
+    items = [("a", i) for i in range(5)] + [("b", i) for i in range(2)] + [("c", 0)]
+    got = spread(items, 5, key=lambda t: t[0])
+    assert got == [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("c", 0)]
+    assert spread(items, None, key=lambda t: t[0]) == items
+    with pytest.raises(DinokitError):
+        spread(items, 0, key=lambda t: t[0])
+
+
+def test_run_folder_log(tmp_path):
+    f = RunFolder(tmp_path, {"a": 1})
+    f.log("m", "x", {"v": float("nan")})
+    with open(tmp_path / "items.jsonl", "a") as fh:
+        fh.write('{"method": "m", "item": "y", "v"')  # killed mid-write
+    g = RunFolder(tmp_path, {"a": 1})
+    assert g.get("m", "y") is None and math.isnan(g.get("m", "x")["v"])
+    g.log("m", "y", {"v": 2})
+    assert RunFolder(tmp_path, {"a": 1}).get("m", "y")["v"] == 2
+    with pytest.raises(DinokitError, match="a: 1 -> 2"):
+        RunFolder(tmp_path, {"a": 2})
