@@ -3,9 +3,12 @@ images with the golden tiny model at a small load size; plus the baselines and t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -57,17 +60,22 @@ def _lines(path):
 
 @pytest.fixture(scope="module")
 def corr_run(willow, tiny_weights, tmp_path_factory):
-    """One CLI run on 6 PF-WILLOW pairs (module-scoped: the later tests reuse its folder)."""
+    """One CLI run on 6 PF-WILLOW pairs: its folder and what it printed (tests that change the folder copy it)."""
     out = tmp_path_factory.mktemp("corr") / "run"
     argv = ["benchmark", "correspondence", "--dataset", "pf-willow", "--root", str(willow), "-o", str(out),
             "--weights", str(tiny_weights), "--load-size", str(LOAD), "--device", "cpu", "--max-pairs", "6", "-q"]
-    return out, argv
+    buf, threads = io.StringIO(), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with contextlib.redirect_stdout(buf):
+            assert main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out, buf.getvalue()
 
 
-def test_correspondence_cli_writes_table_and_files(corr_run, tiny_weights, capsys):
-    out, argv = corr_run
-    assert main(argv) == 0
-    printed = capsys.readouterr().out
+def test_correspondence_cli_writes_table_and_files(corr_run, tiny_weights):
+    out, printed = corr_run
     assert "PF-WILLOW: 6 pairs in 6 categories" in printed
     for text in ("PCK@0.05", "PCK@0.1", "PCK@0.15", "identity (baseline)", "RGB patches (baseline)", "car(G)"):
         assert text in printed
@@ -139,8 +147,9 @@ def test_correspondence_resume_after_interruption_and_determinism(corr_run, will
     assert len(_lines(log)) == 18
 
 
-def test_correspondence_other_settings_refused_then_overwritten(corr_run, willow, tiny_weights):
-    out, _ = corr_run
+def test_correspondence_other_settings_refused_then_overwritten(corr_run, willow, tiny_weights, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(corr_run[0], out)
     with pytest.raises(DinokitError, match="layer: 9 -> 8"):
         _corr(willow, out, tiny_weights, layer=8).run()
     bench = _corr(willow, out, tiny_weights, layer=8, max_pairs=2, overwrite=True)
@@ -191,6 +200,17 @@ def test_cosegment_one_icoseg_group(data_dir, tiny_weights, tmp_path):
     other = _coseg(data_dir, tmp_path / "b", tiny_weights).run()
     for a, b in zip(res.rows, other.rows):
         assert (a["jaccard"], a["precision"]) == pytest.approx((b["jaccard"], b["precision"]), abs=1e-12)
+
+
+def test_cosegment_failure_is_scored_and_reported(data_dir, tiny_weights, tmp_path):
+    """No cluster above an impossible vote threshold: empty masks score J = 0 and the table says why."""
+    res = CosegBenchmark(data_dir / "icoseg", tmp_path / "w", "icoseg", sets=["ferrari"], max_images=3,
+                         load_size=LOAD, thresh=0.999, weights=tiny_weights, device="cpu", progress=False,
+                         baselines=[]).run()
+    assert res.row("model")["jaccard"] == 0.0 and 0.0 < res.row("model")["precision"] < 1.0
+    assert "ferrari: no cluster got votes" in res.report()
+    log = _lines(tmp_path / "w" / "items.jsonl")
+    assert log[0]["salient_labels"] == [] and log[0]["warnings"]
 
 
 def test_centre_prior_row_is_independent_of_the_model(data_dir, tiny_weights, tmp_path):
@@ -288,3 +308,21 @@ def test_run_folder_log(tmp_path):
     assert RunFolder(tmp_path, {"a": 1}).get("m", "y")["v"] == 2
     with pytest.raises(DinokitError, match="a: 1 -> 2"):
         RunFolder(tmp_path, {"a": 2})
+
+
+def test_spair_and_cub_layouts_run(tmp_path, tiny_weights):
+    """The other readers' layouts go through the runners (synthetic files from the reader tests)."""
+    from .test_datasets import _cub, _spair
+
+    spair = CorrespondenceBenchmark(_spair(tmp_path / "s"), tmp_path / "out-spair", "spair", weights=tiny_weights,
+                                    load_size=LOAD, device="cpu", progress=False).run()
+    assert spair.row("model")["pairs"] == 2 and spair.row("model")["points"] == 4
+    assert {r["category"] for r in spair.group_rows} == {"cat", "dog"}
+    cub_root = _cub(tmp_path / "c")
+    cub = CorrespondenceBenchmark(cub_root, tmp_path / "out-cub", "cub", weights=tiny_weights, load_size=LOAD,
+                                  device="cpu", progress=False, baselines=["identity"]).run()
+    assert cub.row("model")["pairs"] == 2 and 0.0 <= cub.row("identity")["pck@0.1"] <= 1.0
+    parts = PartsBenchmark(cub_root, tmp_path / "out-parts", "cub", weights=tiny_weights, load_size=LOAD,
+                           device="cpu", progress=False, sample_interval=1, num_parts=2).run()
+    assert parts.row("grid")["samples"] == 4 and parts.row("grid")["categories"] == 1  # the 1-image class is left out
+    assert 0.0 <= parts.row("model")["nmi"] <= 1.0

@@ -46,7 +46,6 @@ def _coseg_args(p: argparse.ArgumentParser, layer: int = 11) -> None:
     g.add_argument("--kmeans-backend", choices=["auto", "faiss", "torch"], default="auto")
     g.add_argument("--store-dtype", choices=["float16", "float32"], default="float16",
                    help="precision of the stored (and cached) descriptors (default float16)")
-    g.add_argument("--max-images", type=int, default=None, help="at most this many images per set (the first)")
 
 
 def _baseline_mask_args(p: argparse.ArgumentParser) -> None:
@@ -108,6 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--layout", choices=["auto", "sets", "single", "split"], default="auto", help="folder layout")
     s.add_argument("--sets", nargs="+", default=None, help="only these sets")
     s.add_argument("--max-sets", type=int, default=None, help="only the first N sets")
+    s.add_argument("--max-images", type=int, default=None, help="at most N images per set (the first by name)")
     s.add_argument("--refine", action=BOOL, default=True, help="GrabCut refinement (default on)")
     s.add_argument("--remove-outliers", action=BOOL, default=False, help="the co-segmentation's outlier removal")
     s.add_argument("--outliers-thresh", type=float, default=0.7, help="outlier threshold (default 0.7)")
@@ -145,6 +145,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--split", default="test", help="CUB split (default test)")
     q.add_argument("--categories", nargs="+", default=None, help="only these categories")
     q.add_argument("--max-categories", type=int, default=None, help="only the first N categories")
+    q.add_argument("--max-images", type=int, default=None, help="at most N images per category (the first)")
     q.add_argument("--num-parts", type=int, default=4, help="number of parts (default 4)")
     q.add_argument("--num-crop-augmentations", type=int, default=0, help="crop augmentations per image (default 0)")
     q.add_argument("--three-stages", action=BOOL, default=False, help="the three-stage variant")
@@ -164,7 +165,7 @@ def _coseg_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                 thresh=args.thresh, elbow=args.elbow, votes_percentage=args.votes_percentage,
                 sample_interval=args.sample_interval, low_res_saliency_maps=args.low_res_saliency_maps,
                 max_clusters=args.max_clusters, seed=args.seed, kmeans_backend=args.kmeans_backend,
-                store_dtype=args.store_dtype, max_images=args.max_images)
+                store_dtype=args.store_dtype)
 
 
 def _report(bench: Any, args: argparse.Namespace) -> int:
@@ -196,7 +197,7 @@ def run_cosegment(args: argparse.Namespace) -> int:
         args.root, args.out, args.dataset, layout=args.layout, sets=args.sets, max_sets=args.max_sets,
         refine=args.refine, remove_outliers=args.remove_outliers, outliers_thresh=args.outliers_thresh,
         centre_prior_area=args.centre_prior_area, saliency_thresh=args.saliency_thresh,
-        **_coseg_kwargs(args), **_base_kwargs(args))
+        max_images=args.max_images, **_coseg_kwargs(args), **_base_kwargs(args))
     return _report(bench, args)
 
 
@@ -219,5 +220,6 @@ def run_parts(args: argparse.Namespace) -> int:
         args.root, args.out, args.dataset, split=args.split, categories=args.categories,
         max_categories=args.max_categories, num_parts=args.num_parts,
         num_crop_augmentations=args.num_crop_augmentations, three_stages=args.three_stages,
-        elbow_second_stage=args.elbow_second_stage, crf=args.crf, **_coseg_kwargs(args), **_base_kwargs(args))
+        elbow_second_stage=args.elbow_second_stage, crf=args.crf, max_images=args.max_images,
+        **_coseg_kwargs(args), **_base_kwargs(args))
     return _report(bench, args)

@@ -188,7 +188,7 @@ class DescriptorStore:
             rows = self._raw(i)
             if masks is not None and masks[i] is not None:
                 rows = rows[np.asarray(masks[i], dtype=bool)]
-            picked.append(rows[::interval])
+            picked.append(rows[::interval].copy())  # a copy, so the image's rows are not kept alive
         if not picked:
             return np.zeros((0, self.dim or 0), np.float32)
         return np.ascontiguousarray(np.concatenate(picked), dtype=np.float32)

@@ -89,7 +89,7 @@ class KMeans:
         max_points_per_centroid: int = 256,
         backend: str = "auto",
         device: Union[str, torch.device, None] = None,
-        batch_size: int = 65536,
+        batch_size: int = 32768,
     ) -> None:
         if int(n_clusters) < 1:
             raise DinokitError(f"k-means needs at least one cluster, got n_clusters={n_clusters}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -161,8 +162,10 @@ class Benchmark:
         return {
             "benchmark": self.kind,
             "dataset": {"name": self.dataset, "root": str(self.root.resolve()), **self.dataset_options()},
-            "model": {k: info.get(k) for k in ("name", "weights_sha256", "arch")} | {"source": info.get("source")},
-            "dtype": str(self.dtype or "float32"),
+            # the weights' hash identifies them wherever the file lives; without a file, where they came from
+            "model": {k: info.get(k) for k in ("name", "weights_sha256", "arch")}
+                     | ({} if info.get("weights_sha256") else {"source": info.get("source")}),
+            "dtype": _dtype_name(self.dtype),
             "method": self.method_settings(),
         }
 
@@ -181,7 +184,7 @@ class Benchmark:
         result = self.evaluate(data, folder)
         result.info = {
             "settings": {"method": self.method_settings(), "baselines": list(self.baselines),
-                         "limits": self.limits(), "dtype": str(self.dtype or "float32")},
+                         "limits": self.limits(), "dtype": _dtype_name(self.dtype)},
             "model": self.model_info(),
             "dataset": {"name": self.dataset, "root": str(self.root.resolve()), **self.dataset_options()},
             "environment": environment(self.resolved_device()),
@@ -190,8 +193,8 @@ class Benchmark:
             **result.info,
         }
         result.write(folder)
-        if not self.keep_cache and folder.cache_dir.is_dir():
-            _remove_empty_dirs(folder.cache_dir)
+        if not self.keep_cache:  # every item of this run is in the log: the descriptors are not needed again
+            shutil.rmtree(folder.cache_dir, ignore_errors=True)
         self.result_ = result
         return result
 
@@ -199,13 +202,7 @@ class Benchmark:
         self.counts_["items_scored" if fresh else "items_from_log"] += 1
 
 
-def _remove_empty_dirs(path: Path) -> None:
-    for d in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        try:
-            d.rmdir()
-        except OSError:
-            pass
-    try:
-        path.rmdir()
-    except OSError:
-        pass
+def _dtype_name(dtype: Any) -> str:
+    if dtype is None:
+        return "float32"
+    return str(dtype).replace("torch.", "")

@@ -18,7 +18,6 @@ keypoint at the same relative position in the target) and ``rgb-patches``
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
@@ -117,10 +116,10 @@ class CorrespondenceBenchmark(Benchmark):
 
     # --- settings --------------------------------------------------------------------
     def method_settings(self) -> dict[str, Any]:
-        finder = getattr(self, "finder_", None)
         heads = list(self.saliency_heads) if self.saliency_heads is not None else None
-        if finder is not None and heads is None:
-            heads = finder.settings().get("saliency_heads")
+        if heads is None and getattr(self, "backbone_", None) is not None:
+            default = getattr(getattr(self.backbone_, "spec", None), "saliency_heads", None)
+            heads = list(default) if default is not None else "all"
         return {
             "protocol": "dense matching: nearest patch of each source keypoint, argmax of cosine similarity "
                         "over the target",
@@ -239,7 +238,7 @@ class CorrespondenceBenchmark(Benchmark):
     def _labels(self) -> dict[str, tuple[str, str]]:
         name = self.model_name()
         desc = f"{name} (layer {self.layer} {self.facet}{', binned' if self.bin else ''}, stride {self.stride})"
-        return {"model": (desc, name), "identity": ("identity (baseline)", "identity"),
+        return {"model": (desc, "model"), "identity": ("identity (baseline)", "identity"),
                 "rgb-patches": ("RGB patches (baseline)", "rgb")}
 
     def _result(self, pairs: list[CorrespondencePair], accs: dict[str, PCKAccumulator]) -> BenchmarkResult:

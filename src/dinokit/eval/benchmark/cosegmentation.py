@@ -113,6 +113,14 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.()" else "_" for c in name) or "set"
 
 
+def warning_notes(warned: dict[str, list[str]], limit: int = 10) -> list[str]:
+    """Table notes for the sets whose fit warned (e.g. no foreground cluster: empty masks)."""
+    lines = [f"{name}: {msg}" for name, msgs in warned.items() for msg in msgs]
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"... and {len(lines) - limit} more warnings in items.jsonl"]
+    return lines
+
+
 def fit_quietly(model: Any, feats: Any) -> tuple[Any, list[str]]:
     """``model.fit_features(feats)``, returning the warnings it raised instead of printing them."""
     with warnings.catch_warnings(record=True) as caught:
@@ -181,6 +189,7 @@ class CosegBenchmark(SetBenchmark):
         methods = ["model", *self.baselines]
         accs = {m: CosegAccumulator() for m in methods}
         skipped: list[str] = []
+        warned: dict[str, list[str]] = {}
         for s in tqdm(sets, desc=f"{self.dataset} sets", unit="set", disable=not self.progress):
             if len(s) < 2:
                 skipped.append(s.name)
@@ -193,9 +202,9 @@ class CosegBenchmark(SetBenchmark):
                 if "model" in todo:
                     model = CoSegmentation(self.extractor(), **self.coseg_kwargs(), remove_outliers=self.remove_outliers,
                                            outliers_thresh=self.outliers_thresh)
-                    model, warned = fit_quietly(model, feats)
+                    model, fit_warnings = fit_quietly(model, feats)
                     extra = {"n_clusters": int(model.n_clusters_), "salient_labels": model.salient_labels_.tolist(),
-                             "votes": model.votes_.tolist(), "warnings": warned,
+                             "votes": model.votes_.tolist(), "warnings": fit_warnings,
                              "outliers": [it.name for it, ok in zip(model.items_, model.inliers_) if not ok]}
                 scores: dict[str, list[dict[str, Any]]] = {m: [] for m in todo}
                 for i, item in enumerate(s.items):
@@ -218,14 +227,17 @@ class CosegBenchmark(SetBenchmark):
                 rec = folder.get(m, s.name)
                 if m not in todo:
                     self._scored(False)
+                if rec.get("warnings"):
+                    warned[s.name] = rec["warnings"]
                 for r in rec["images"]:
                     accs[m].records.append({"set": s.name, "name": r["name"], "jaccard": _num(r["jaccard"]),
                                             "precision": _num(r["precision"])})
-        return self._result(sets, accs, skipped)
+        return self._result(sets, accs, skipped, warned)
 
-    def _result(self, sets: list[CosegSet], accs: dict[str, CosegAccumulator], skipped: list[str]) -> BenchmarkResult:
+    def _result(self, sets: list[CosegSet], accs: dict[str, CosegAccumulator], skipped: list[str],
+                warned: dict[str, list[str]]) -> BenchmarkResult:
         name = self.model_name()
-        labels = {"model": (f"{name} (co-segmentation)", name),
+        labels = {"model": (f"{name} (co-segmentation)", "model"),
                   "centre-prior": ("centre prior (baseline)", "centre"),
                   "saliency": (f"{name} saliency only (baseline)", "saliency")}
         rows, group_rows, details = [], [], {}
@@ -249,6 +261,7 @@ class CosegBenchmark(SetBenchmark):
                  f"{c['votes_percentage']:g}%, GrabCut={self.refine}"]
         if skipped:
             notes.append(f"skipped (fewer than 2 images): {', '.join(skipped)}")
+        notes += warning_notes(warned)
         columns = [Column("jaccard", "J"), Column("precision", "P"), Column("jaccard_images", "J (per image)"),
                    Column("sets", "sets", "int"), Column("images", "images", "int")]
         return BenchmarkResult(

@@ -32,7 +32,7 @@ import numpy as np
 from ...errors import DatasetError, DinokitError
 from ..datasets import READERS
 from ..metrics import PartAccumulator, sample_labels
-from .cosegmentation import SetBenchmark, fit_quietly
+from .cosegmentation import SetBenchmark, fit_quietly, warning_notes
 from .report import BenchmarkResult, Column, mean, plural
 from .run_folder import RunFolder
 
@@ -186,6 +186,7 @@ class PartsBenchmark(SetBenchmark):
 
         methods = ["model", *self.baselines]
         accs: dict[str, dict[str, PartAccumulator]] = {m: {} for m in methods}
+        warned: dict[str, list[str]] = {}
         for pset in tqdm(sets, desc=f"{self.dataset} categories", unit="set", disable=not self.progress):
             if len(pset) < 2:
                 raise DinokitError(f"category {pset.name}: {len(pset)} image(s); part co-segmentation needs at least 2")
@@ -193,11 +194,11 @@ class PartsBenchmark(SetBenchmark):
             if todo:
                 sources = [getattr(it, "image_path", None) or it.path for it in pset.items]
                 feats = None
-                model, warned = None, []
+                model, fit_warnings = None, []
                 if "model" in todo:
                     if not self.num_crop_augmentations:
                         feats = self.set_features(pset.name, sources, folder)
-                    model, warned = self._fit(feats, sources)
+                    model, fit_warnings = self._fit(feats, sources)
                 out: dict[str, list[dict[str, Any]]] = {m: [] for m in todo}
                 for i, item in enumerate(pset.items):
                     gt, size = self._gt(pset, item)
@@ -209,7 +210,7 @@ class PartsBenchmark(SetBenchmark):
                         t, p = self._samples(gt, labels)
                         out[m].append({"name": _item_name(item), **_contingency(t, p)})
                 for m in todo:
-                    extra = {"warnings": warned, "failed": model is None} if m == "model" else {}
+                    extra = {"warnings": fit_warnings, "failed": model is None} if m == "model" else {}
                     folder.log(m, pset.name, {"category": pset.name, "images": out[m], **extra})
                     self._scored(True)
                 if model is not None:
@@ -221,16 +222,19 @@ class PartsBenchmark(SetBenchmark):
                 rec = folder.get(m, pset.name)
                 if m not in todo:
                     self._scored(False)
+                if rec.get("warnings"):
+                    warned[pset.name] = rec["warnings"]
                 acc = accs[m][pset.name] = PartAccumulator(background=0, ignore=None)
                 for r in rec["images"]:
                     t = np.repeat(np.asarray(r["true"], np.int64), r["counts"])
                     p = np.repeat(np.asarray(r["pred"], np.int64), r["counts"])
                     acc.add(t, p, foreground=np.ones(t.shape, bool))
-        return self._result(sets, accs)
+        return self._result(sets, accs, warned)
 
-    def _result(self, sets: list[PartSet], accs: dict[str, dict[str, PartAccumulator]]) -> BenchmarkResult:
+    def _result(self, sets: list[PartSet], accs: dict[str, dict[str, PartAccumulator]],
+                warned: dict[str, list[str]]) -> BenchmarkResult:
         name = self.model_name()
-        labels = {"model": (f"{name} (part co-segmentation)", name), "grid": (f"{self.num_parts}-cell grid (baseline)", "grid")}
+        labels = {"model": (f"{name} (part co-segmentation)", "model"), "grid": (f"{self.num_parts}-cell grid (baseline)", "grid")}
         rows, group_rows, details = [], [], {}
         for m, per_set in accs.items():
             results = {c: a.result() for c, a in per_set.items()}
@@ -254,6 +258,7 @@ class PartsBenchmark(SetBenchmark):
         c = self.coseg
         notes = [f"model: {self.model_info()['source'] or name}; {self.num_parts} parts, load size {c['load_size']}, "
                  f"stride {c['stride']}, layer {c['layer']} {c['facet']}, thresh {c['thresh']}, CRF={self.crf}"]
+        notes += warning_notes(warned)
         columns = [Column("nmi", "NMI"), Column("ari", "ARI"), Column("nmi_per_image", "NMI (per image)"),
                    Column("ari_per_image", "ARI (per image)"), Column("categories", "categories", "int"),
                    Column("images", "images", "int")]

@@ -105,11 +105,15 @@ class BenchmarkResult:
             body.append(cells)
         return format_table(headers, body)
 
-    def report(self) -> str:
-        """Title, main table, per-group table and notes, as printed by ``dinokit benchmark``."""
+    def report(self, max_groups: int = 40) -> str:
+        """Title, main table, per-group table (up to ``max_groups`` rows) and notes, as ``dinokit benchmark``
+        prints them."""
         parts = [self.title, "", self.table()]
-        if self.group_rows:
+        n_groups = len({r[self.group_name] for r in self.group_rows})
+        if 0 < n_groups <= max_groups:
             parts += ["", self.group_table()]
+        elif n_groups:
+            parts += ["", f"({n_groups} {self.group_name} rows in results_per_{self.group_name}.csv)"]
         if self.notes:
             parts += [""] + self.notes
         return "\n".join(parts)

@@ -116,7 +116,9 @@ class RunFolder:
                 rec = json.loads(line)
                 key = (str(rec["method"]), str(rec["item"]))
             except (ValueError, KeyError, TypeError):
-                if n == len(lines):  # the line being written when a run was killed: redo that item
+                if n == len(lines):  # the line being written when a run was killed: drop it, redo that item
+                    kept = "".join(l + "\n" for l in lines[:-1] if l.strip())
+                    write_atomic(self.log_file, lambda tmp: tmp.write_text(kept))
                     continue
                 raise DinokitError(f"{self.log_file}:{n}: not a result record; delete the line or pass --overwrite")
             self.records[key] = rec

@@ -27,7 +27,7 @@ from ...errors import DinokitError
 from ..datasets import READERS, VideoSequence
 from ..datasets.video import VOID_LABEL
 from ..metrics import DavisAccumulator
-from .cosegmentation import SetBenchmark, fit_quietly
+from .cosegmentation import SetBenchmark, fit_quietly, warning_notes
 from .report import BenchmarkResult, Column, plural
 from .run_folder import RunFolder
 
@@ -54,6 +54,8 @@ class VideoBenchmark(SetBenchmark):
                  sequences: Optional[Sequence[str]] = None, frame_step: int = 1, max_frames: Optional[int] = None,
                  foreground: str = "cosegmentation", refine: bool = True, num_parts: int = 4, crf: bool = True,
                  bound_th: float = 0.008, skip_first_last: bool = True, **kwargs: Any) -> None:
+        if kwargs.get("max_images") is not None:
+            raise DinokitError("the video benchmark selects frames with max_frames and frame_step, not max_images")
         super().__init__(root, output_dir, dataset=dataset, **kwargs)
         if foreground not in FOREGROUNDS:
             raise DinokitError(f"foreground must be one of {', '.join(FOREGROUNDS)}, got {foreground!r}")
@@ -122,6 +124,7 @@ class VideoBenchmark(SetBenchmark):
 
         methods = ["model", *self.baselines]
         accs = {m: DavisAccumulator(self.bound_th, self.skip_first_last) for m in methods}
+        warned: dict[str, list[str]] = {}
         for seq in tqdm(seqs, desc="sequences", unit="seq", disable=not self.progress):
             idx = self.frames(seq)
             if len(idx) < 2:
@@ -130,7 +133,7 @@ class VideoBenchmark(SetBenchmark):
             if todo:
                 gts = [_binary_gt(seq.load_mask(i)) for i in idx]
                 feats = self.set_features(seq.name, [seq.frames[i] for i in idx], folder)
-                model, warned = self._foreground_model(feats) if "model" in todo else (None, [])
+                model, fit_warnings = self._foreground_model(feats) if "model" in todo else (None, [])
                 for m in todo:
                     preds = []
                     for k, g in enumerate(gts):
@@ -140,7 +143,7 @@ class VideoBenchmark(SetBenchmark):
                     scratch = DavisAccumulator(self.bound_th, self.skip_first_last)
                     scratch.add(seq.name, preds, gts, object_ids=[1])
                     per_frame = scratch.sequences[seq.name][1]
-                    extra = {"warnings": warned} if m == "model" else {}
+                    extra = {"warnings": fit_warnings} if m == "model" else {}
                     folder.log(m, seq.name, {"sequence": seq.name, "frames": [seq.frames[i].stem for i in idx],
                                              "J": per_frame["J"], "F": per_frame["F"], **extra})
                     self._scored(True)
@@ -152,12 +155,15 @@ class VideoBenchmark(SetBenchmark):
                 rec = folder.get(m, seq.name)
                 if m not in todo:
                     self._scored(False)
+                if rec.get("warnings"):
+                    warned[seq.name] = rec["warnings"]
                 accs[m].sequences[seq.name] = {1: {"J": [_num(v) for v in rec["J"]], "F": [_num(v) for v in rec["F"]]}}
-        return self._result(seqs, accs)
+        return self._result(seqs, accs, warned)
 
-    def _result(self, seqs: list[VideoSequence], accs: dict[str, DavisAccumulator]) -> BenchmarkResult:
+    def _result(self, seqs: list[VideoSequence], accs: dict[str, DavisAccumulator],
+                warned: dict[str, list[str]]) -> BenchmarkResult:
         name = self.model_name()
-        labels = {"model": (f"{name} ({'co-segmentation' if self.foreground == 'cosegmentation' else 'parts'})", name),
+        labels = {"model": (f"{name} ({'co-segmentation' if self.foreground == 'cosegmentation' else 'parts'})", "model"),
                   "centre-prior": ("centre prior (baseline)", "centre"),
                   "saliency": (f"{name} saliency only (baseline)", "saliency")}
         rows, group_rows, details = [], [], {}
@@ -182,7 +188,7 @@ class VideoBenchmark(SetBenchmark):
         c = self.coseg
         notes = [f"model: {self.model_info()['source'] or name}; load size {c['load_size']}, stride {c['stride']}, "
                  f"layer {c['layer']} {c['facet']}, thresh {c['thresh']}, elbow {c['elbow']}, votes "
-                 f"{c['votes_percentage']:g}%"]
+                 f"{c['votes_percentage']:g}%"] + warning_notes(warned)
         columns = [Column("J&F", "J&F"), Column("J_mean", "J"), Column("J_recall", "J recall"),
                    Column("J_decay", "J decay"), Column("F_mean", "F"), Column("F_recall", "F recall"),
                    Column("F_decay", "F decay"), Column("sequences", "sequences", "int")]
