@@ -8,12 +8,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from dinokit.cli import main
 from dinokit.errors import DinokitError, ImageError

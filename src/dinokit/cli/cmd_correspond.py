@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import DinokitError
 from ..features import FACETS, IMAGE_SUFFIXES, open_image
 from ..io import save_image, save_json
-from .common import add_model_args, add_overwrite, add_quiet, extractor_from_args, parse_load_size
+from .common import STRIDE_HELP, parse_stride, add_model_args, add_overwrite, add_quiet, extractor_from_args, parse_load_size
 
 RESULT_FILE = "correspondences.json"
 
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.add_argument("--num-pairs", type=int, default=10, help="correspondences per pair (default 10)")
     p.add_argument("--load-size", type=parse_load_size, default=224, help="smaller image edge after resizing (default 224)")
-    p.add_argument("--stride", type=int, default=4, help="patch stride, must divide the patch size (default 4)")
+    p.add_argument("--stride", type=parse_stride, default="auto", help=STRIDE_HELP)
     p.add_argument("--layer", type=int, default=9, help="block of the descriptors (default 9)")
     p.add_argument("--facet", choices=FACETS, default="key", help="descriptor facet (default key)")
     p.add_argument("--no-bin", dest="bin", action="store_false", help="plain instead of log-binned descriptors")

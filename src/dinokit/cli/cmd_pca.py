@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import DinokitError
 from ..features import FACETS, list_images
 from ..io import save_image, write_atomic
-from .common import add_model_args, add_overwrite, add_quiet, extractor_from_args, parse_load_size
+from .common import STRIDE_HELP, parse_stride, add_model_args, add_overwrite, add_quiet, extractor_from_args, parse_load_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--components", type=int, default=4, help="number of components (default 4)")
     p.add_argument("--per-image", action="store_true", help="one PCA per image instead of one for all images")
     p.add_argument("--load-size", type=parse_load_size, default=224, help="smaller image edge after resizing (default 224)")
-    p.add_argument("--stride", type=int, default=4, help="patch stride, must divide the patch size (default 4)")
+    p.add_argument("--stride", type=parse_stride, default="auto", help=STRIDE_HELP)
     p.add_argument("--layer", type=int, default=11, help="block of the descriptors (default 11)")
     p.add_argument("--facet", choices=FACETS, default="key", help="descriptor facet (default key)")
     p.add_argument("--bin", action="store_true", help="log-binned descriptors")

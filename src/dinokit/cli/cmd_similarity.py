@@ -12,7 +12,7 @@ import torch
 from ..errors import DinokitError
 from ..features import FACETS, open_image
 from ..io import save_image, save_json, save_tensors
-from .common import add_model_args, add_overwrite, add_quiet, extractor_from_args, parse_load_size
+from .common import STRIDE_HELP, parse_stride, add_model_args, add_overwrite, add_quiet, extractor_from_args, parse_load_size
 
 RESULT_FILE = "similarity.json"
 
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
     add_model_args(p)
     p.add_argument("--load-size", type=parse_load_size, default=224, help="smaller image edge after resizing (default 224)")
-    p.add_argument("--stride", type=int, default=4, help="patch stride, must divide the patch size (default 4)")
+    p.add_argument("--stride", type=parse_stride, default="auto", help=STRIDE_HELP)
     p.add_argument("--layer", type=int, default=11, help="block of the descriptors (default 11)")
     p.add_argument("--facet", choices=FACETS, default="key", help="descriptor facet (default key)")
     p.add_argument("--bin", action="store_true", help="log-binned descriptors")

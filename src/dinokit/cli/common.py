@@ -56,3 +56,16 @@ def parse_load_size(text: str):
     if value <= 0:
         raise argparse.ArgumentTypeError("load size must be positive")
     return value
+
+
+STRIDE_HELP = "patch stride, must divide the patch size; 'auto' (default) is half the patch size: 4 for /8, 7 for /14, 8 for /16"
+
+
+def parse_stride(text: str):
+    """``auto`` or a positive integer."""
+    if text == "auto":
+        return text
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("stride must be positive")
+    return value

@@ -47,6 +47,17 @@ def parse_dtype(dtype: Union[str, torch.dtype, None]) -> torch.dtype:
     return table[dtype]
 
 
+def resolve_stride(stride: Union[int, str, None], patch_size: int) -> int:
+    """``None`` -> the patch size; ``"auto"`` -> half the patch size when even (else the patch size)."""
+    if stride is None:
+        return patch_size
+    if isinstance(stride, str):
+        if stride != "auto":
+            raise DinokitError(f"stride must be a number or 'auto', got {stride!r}")
+        return patch_size // 2 if patch_size % 2 == 0 else patch_size
+    return int(stride)
+
+
 @dataclass
 class Features:
     """Result of :meth:`Extractor.extract` for one batch of equal-size images.
@@ -79,7 +90,9 @@ class Extractor:
             :class:`VisionTransformer`.
         weights: a weights file for ``model`` (overrides the download).
         stride: patch stride; smaller than the patch size gives overlapping
-            patches; must divide the patch size. Defaults to the patch size.
+            patches; must divide the patch size. Defaults to the patch size;
+            ``"auto"`` is half the patch size (the paper's 4 for ViT-S/8, 7 for
+            patch 14, 8 for patch 16).
         load_size: resize rule for images given as paths (smaller edge);
             ``None`` keeps the size.
         device, dtype: where and in which precision the backbone runs;
@@ -91,7 +104,7 @@ class Extractor:
         model: Union[str, VisionTransformer, None] = None,
         weights: Optional[PathLike] = None,
         *,
-        stride: Optional[int] = None,
+        stride: Union[int, str, None] = None,
         load_size: LoadSize = 224,
         device: Union[str, torch.device, None] = None,
         dtype: Union[str, torch.dtype, None] = None,
@@ -106,7 +119,7 @@ class Extractor:
             net = load_model(model, weights, num_heads=num_heads, progress=progress)
         self.model: VisionTransformer = net.to(device=self.device, dtype=self.dtype).eval()
         self.patch_size = int(self.model.patch_size)
-        self.stride = int(stride) if stride is not None else self.patch_size
+        self.stride = resolve_stride(stride, self.patch_size)
         if self.stride <= 0 or self.patch_size % self.stride:
             raise DinokitError(f"stride {self.stride} must divide the patch size {self.patch_size}")
         self.load_size = load_size

@@ -302,6 +302,12 @@ class DinoTrainer:
         else:
             arch, init_state = backbone_arch(cfg)
             student, teacher = build_networks(cfg, arch, init_state)
+        smallest = min(cfg.global_size, cfg.local_size if cfg.local_crops_number else cfg.global_size)
+        if smallest < arch.patch_size:
+            raise DinokitError(
+                f"crops of {smallest} px are smaller than one {arch.patch_size}x{arch.patch_size} patch; "
+                "raise --local-size / --global-size"
+            )
         if cfg.use_bn_in_head and info.distributed and device.type == "cuda":
             student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
             teacher = nn.SyncBatchNorm.convert_sync_batchnorm(teacher)
