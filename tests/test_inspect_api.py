@@ -480,6 +480,21 @@ def test_server_stops_and_frees_the_port(session):
         _get(url + "api/status")
 
 
+def test_stop_closes_kept_alive_connections_and_joins_request_threads(session):
+    import http.client
+    import threading
+
+    srv = InspectorServer(session).start()
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    conn.request("GET", "/api/status")  # HTTP/1.1: the connection stays open, its thread waits for more
+    assert conn.getresponse().read()
+    t0 = time.monotonic()
+    srv.stop()
+    assert time.monotonic() - t0 < 5
+    assert not [t for t in threading.enumerate() if "process_request" in t.name]
+    conn.close()
+
+
 def test_remote_addresses_need_an_explicit_opt_in(session):
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1") and is_loopback("127.5.0.1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4") and not is_loopback("example.com")
@@ -494,7 +509,11 @@ def test_remote_addresses_need_an_explicit_opt_in(session):
 
 def test_cli_serves_until_ctrl_c(images, tiny_weights, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "dinokit", "inspect", *map(str, images), "--weights", str(tiny_weights),
+    # Python leaves SIGINT ignored when the test runner was started with it ignored (a background job);
+    # restore the usual Ctrl-C behaviour before running the command's main().
+    boot = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from dinokit.cli import main; sys.exit(main())")
+    cmd = [sys.executable, "-c", boot, "inspect", *map(str, images), "--weights", str(tiny_weights),
            "--load-size", "64", "--stride", "8", "--layer", "4", "--device", "cpu", "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:

@@ -165,3 +165,17 @@ def test_descriptor_store_auto_spills_to_disk(tmp_path):
     est.append(a)
     assert est.on_disk
     est.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_single_pass_elbow_equals_the_step_by_step_loop(backend):
+    x, _ = planted(5, 60, noise=0.2, seed=8)
+    store = DescriptorStore("memory", normalize=False, dtype="float32")
+    for chunk in np.array_split(x, 4):
+        store.append(chunk)
+    fast = elbow_search(x[::3], store, 0.975, backend=backend)
+    slow = elbow_search(x[::3], store, 0.975, single_pass=False, backend=backend)
+    assert fast.n_clusters_tried == slow.n_clusters_tried
+    np.testing.assert_allclose(fast.objectives, slow.objectives, rtol=1e-4)
+    np.testing.assert_array_equal(fast.labels, slow.labels)
+    np.testing.assert_array_equal(fast.model.cluster_centers_, slow.model.cluster_centers_)

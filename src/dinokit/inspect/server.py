@@ -17,6 +17,7 @@ JSON (a cross-site form cannot change settings).
 from __future__ import annotations
 
 import ipaddress
+import socket
 import sys
 import threading
 import warnings
@@ -25,7 +26,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
 from ..errors import DinokitError
 from .render import colorbar_png
@@ -271,11 +272,56 @@ def _error(code: int, message: str) -> Response:
     return resp
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """Logs nothing per request (hovering sends many); errors still go to stderr."""
+class _Handler(WSGIRequestHandler):
+    """Registers its connection with the server (so a stop can close it) and logs only when asked."""
+
+    server: "_Server"
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.server.connections_lock:
+                self.server.connections.discard(self.connection)
 
     def log_request(self, code: Any = "-", size: Any = "-") -> None:
-        pass
+        if self.server.log_requests:  # off by default: hovering sends many requests
+            super().log_request(code, size)
+
+
+class _Server(ThreadedWSGIServer):
+    """A threaded werkzeug server whose request threads are joined when it closes.
+
+    Werkzeug's request threads are daemons; one still running when the
+    interpreter exits (a kept-alive browser connection, a click being
+    answered) can abort the process while it holds native state. Here they
+    are ordinary threads, and closing first shuts down every open
+    connection, so the threads end at once and are joined.
+    """
+
+    daemon_threads = False
+    block_on_close = True
+
+    def __init__(self, host: str, port: int, app: Flask, log_requests: bool) -> None:
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        self.log_requests = log_requests
+        super().__init__(host, port, app, handler=_Handler)
+
+    def server_close(self) -> None:
+        with self.connections_lock:
+            open_connections = list(self.connections)
+        for conn in open_connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        super().server_close()  # closes the listening socket, then joins the request threads
 
 
 class InspectorServer:
@@ -310,8 +356,7 @@ class InspectorServer:
         self.session = session
         self.app = create_app(session, allowed_hosts="*" if remote else (*LOOPBACK_NAMES, host))
         try:
-            self._server: BaseWSGIServer = make_server(
-                host, port, self.app, threaded=True, request_handler=None if log_requests else _QuietHandler)
+            self._server = _Server(host, port, self.app, log_requests)
         except OSError as exc:
             raise DinokitError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self._thread: Optional[threading.Thread] = None
@@ -330,9 +375,9 @@ class InspectorServer:
         return f"http://[{host}]:{self.port}/" if ":" in host else f"http://{host}:{self.port}/"
 
     def serve_forever(self) -> None:
-        """Serve in this thread until Ctrl-C (or :meth:`stop` from another thread), then close the socket."""
+        """Serve in this thread until Ctrl-C (or :meth:`stop` from another thread), then close every connection."""
         try:
-            self._server.serve_forever()
+            self._server.serve_forever()  # werkzeug's: returns on Ctrl-C, closing the server
         except KeyboardInterrupt:
             pass
         finally:
@@ -412,7 +457,9 @@ def serve_inspector(
             webbrowser.open(server.url)
         server.serve_forever()
     finally:
-        session.close(timeout=2.0)  # a computation in progress must not hold up Ctrl-C (its thread is a daemon)
+        # the background computation stops after its current image; wait for it so that no thread is
+        # still in native code when the interpreter exits
+        session.close()
     if progress:
         print("dinokit inspect: stopped", file=sys.stderr)
     return 0

@@ -199,6 +199,8 @@ class KMeans:
     def assign(self, data: Any, batch_size: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
         """Squared distance to the nearest centroid and its index, for every row of ``data`` (batched)."""
         self._check_fitted()
+        if getattr(self, "backend_", None) == "faiss":
+            return self._assign_faiss(data, batch_size)
         c = torch.from_numpy(self.cluster_centers_).to(self.device)
         c_sq = (c * c).sum(1)
         dists, labels = [], []
@@ -214,6 +216,26 @@ class KMeans:
             v = (v + torch.linalg.vector_norm(x, dim=1).square()).clamp_min_(0)
             dists.append(v.cpu().numpy())
             labels.append(i.to(torch.int32).cpu().numpy())
+        if not dists:
+            return np.zeros(0, np.float32), np.zeros(0, np.int32)
+        return np.concatenate(dists), np.concatenate(labels)
+
+    def _assign_faiss(self, data: Any, batch_size: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
+        # faiss's exact search, as the reference; keeping torch out of the loop also stops its OpenMP
+        # threads from competing with faiss's between k-means runs.
+        import faiss
+
+        index = faiss.IndexFlatL2(self.cluster_centers_.shape[1])
+        index.add(self.cluster_centers_)
+        dists, labels = [], []
+        for batch in iter_rows(data, batch_size or self.batch_size):
+            if batch.shape[0] == 0:
+                continue
+            if batch.shape[1] != index.d:
+                raise DinokitError(f"descriptors have {batch.shape[1]} dimensions, the centroids {index.d}")
+            d, i = index.search(batch, 1)
+            dists.append(d[:, 0])
+            labels.append(i[:, 0].astype(np.int32))
         if not dists:
             return np.zeros(0, np.float32), np.zeros(0, np.int32)
         return np.concatenate(dists), np.concatenate(labels)
@@ -261,6 +283,7 @@ def elbow_search(
     elbow: float = 0.975,
     n_clusters_range: Iterable[int] = range(1, 15),
     *,
+    single_pass: bool = True,
     progress: bool = False,
     **kmeans_kwargs: Any,
 ) -> ElbowResult:
@@ -270,6 +293,13 @@ def elbow_search(
     ``elbow`` times the previous one, and returns *that* model (as the
     reference does), else the last k. Values of k above the number of sample
     rows are not tried.
+
+    With ``single_pass`` (default) every candidate model is fitted on the
+    sample first (cheap: training is capped at ``k * max_points_per_centroid``
+    points) and all their objectives come from one pass over ``data``, plus
+    one more for the chosen model's labels, instead of one pass per k. Each
+    model is fitted exactly as in the step-by-step loop, so the chosen k, the
+    model and the objectives of the tried ks are the same.
     """
     if not 0.0 < elbow <= 1.0:
         raise DinokitError(f"elbow must be in (0, 1], got {elbow}")
@@ -278,6 +308,18 @@ def elbow_search(
     if not ks:
         raise DinokitError(f"too few descriptors ({sample.shape[0]}) sampled for clustering; lower sample_interval")
     from tqdm.auto import tqdm
+
+    if single_pass:
+        models = [KMeans(k, **kmeans_kwargs).fit(sample)
+                  for k in tqdm(ks, desc="elbow fit", unit="k", disable=not progress, leave=False)]
+        all_objectives, all_labels = _objectives_and_labels(models, data)
+        chosen = len(ks) - 1
+        for i in range(1, len(ks)):
+            if all_objectives[i] > elbow * all_objectives[i - 1]:
+                chosen = i
+                break
+        labels = all_labels[chosen].astype(np.int32)
+        return ElbowResult(models[chosen], labels, all_objectives[: chosen + 1], ks[: chosen + 1])
 
     objectives: list[float] = []
     tried: list[int] = []
@@ -290,6 +332,32 @@ def elbow_search(
         if len(objectives) > 1 and objectives[-1] > elbow * objectives[-2]:
             break
     return ElbowResult(model, labels, objectives, tried)
+
+
+def _objectives_and_labels(models: Sequence[KMeans], data: Any) -> tuple[list[float], list[np.ndarray]]:
+    """Mean squared distance to the nearest centroid of each model and each model's labels (uint8 for
+    k <= 256, so all candidates cost ~1 byte per descriptor each), in one batched pass over ``data``."""
+    device = models[0].device
+    centers = torch.from_numpy(np.concatenate([m.cluster_centers_ for m in models])).to(device)
+    c_sq = (centers * centers).sum(1)
+    bounds = np.cumsum([0] + [m.n_clusters for m in models])
+    label_dtype = np.uint8 if max(m.n_clusters for m in models) <= 256 else np.int32
+    sums = np.zeros(len(models), np.float64)
+    labels: list[list[np.ndarray]] = [[] for _ in models]
+    n = 0
+    for batch in iter_rows(data, models[0].batch_size):
+        if batch.shape[0] == 0:
+            continue
+        x = torch.from_numpy(batch).to(device)
+        partial = torch.addmm(c_sq[None], x, centers.T, alpha=-2.0)
+        x_sq = torch.linalg.vector_norm(x, dim=1).square()
+        for j in range(len(models)):
+            best, idx = partial[:, bounds[j] : bounds[j + 1]].min(dim=1)
+            sums[j] += float((best + x_sq).clamp_min_(0).double().sum())
+            labels[j].append(idx.cpu().numpy().astype(label_dtype))
+        n += batch.shape[0]
+    flat = [np.concatenate(l) if l else np.zeros(0, label_dtype) for l in labels]
+    return [float(v / max(n, 1)) for v in sums], flat
 
 
 def split_labels(labels: np.ndarray, counts: Sequence[int]) -> list[np.ndarray]:

@@ -270,7 +270,9 @@ function showSimilarity(res) {
     addMarker(card, "best", m.best_xy, (el) => { el.dataset.score = fmt(m.best_score, 4); });
     card.score.textContent = `best ${fmt(m.best_score)} at (${fmt(m.best_xy[0], 0)}, ${fmt(m.best_xy[1], 0)}) · ` +
       `range ${fmt(m.vmin, 2)}…${fmt(m.vmax, 2)}`;
-    rows.push(`<tr><td>${m.image + 1}. ${escapeHtml(card.info.name)}</td><td class="num">${fmt(m.best_score)}</td>` +
+    const name = escapeHtml(card.info.name);
+    rows.push(`<tr><td><span class="trunc" title="${name}">${m.image + 1}. ${name}</span></td>` +
+      `<td class="num">${fmt(m.best_score)}</td>` +
       `<td class="num">(${fmt(m.best_xy[0], 0)}, ${fmt(m.best_xy[1], 0)})</td></tr>`);
   });
   const scale = $("scale").value;
