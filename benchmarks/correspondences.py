@@ -24,7 +24,7 @@ import os
 import sys
 
 # Keep this folder off the import path: a script here named like a standard module
-# (benchmarks/inspect.py) would otherwise shadow it; _util is loaded by file name.
+# (benchmarks/inspector.py) would otherwise shadow it; _util is loaded by file name.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 

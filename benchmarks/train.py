@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sys
 
-# Keep this folder off the import path (benchmarks/inspect.py would shadow the standard module).
+# Keep this folder off the import path (benchmarks/inspector.py would shadow the standard module).
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 

@@ -18,8 +18,8 @@ correspondence setting, layer 9 log-binned keys):
 
 The server is stopped with SIGINT (Ctrl-C) at the end and must exit with 0.
 
-    python benchmarks/inspect.py
-    python benchmarks/inspect.py --clicks 200 --load-size 224
+    python benchmarks/inspector.py
+    python benchmarks/inspector.py --clicks 200 --load-size 224
 """
 
 from __future__ import annotations
