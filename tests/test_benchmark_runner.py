@@ -158,6 +158,15 @@ def test_correspondence_other_settings_refused_then_overwritten(corr_run, willow
     assert json.loads((out / "results.json").read_text())["settings"]["method"]["layer"] == 8
 
 
+def test_max_images_per_category_keeps_the_pairs_among_the_first_images(willow, tiny_weights, tmp_path):
+    pairs = _corr(willow, tmp_path / "x", tiny_weights, max_pairs=None, max_images_per_category=3).load_dataset()
+    images = {p.src_path for p in pairs} | {p.trg_path for p in pairs}
+    assert len(pairs) == 60 and len(images) == 30  # 10 classes x 3 images x 2 partners
+    assert all(sum(q.category == c for q in pairs) == 6 for c in {p.category for p in pairs})
+    with pytest.raises(DinokitError, match="at least 2"):
+        _corr(willow, tmp_path / "x", tiny_weights, max_images_per_category=1)
+
+
 def test_wrong_root_is_a_clear_error(tmp_path, tiny_weights, capsys):
     out = tmp_path / "out"
     rc = main(["benchmark", "correspondence", "--dataset", "pf-willow", "--root", str(tmp_path / "missing"),
@@ -229,9 +238,10 @@ def test_centre_prior_row_is_independent_of_the_model(data_dir, tiny_weights, tm
 # --------------------------------------------------------------------------- video and parts
 
 
-def test_video_davis_sequence(data_dir, tiny_weights, tmp_path):
-    bench = VideoBenchmark(data_dir / "davis2016", tmp_path / "v", sequences=["blackswan"], frame_step=10,
-                           max_frames=4, load_size=LOAD, weights=tiny_weights, device="cpu", progress=False)
+def test_video_unsupervised_davis_sequence(data_dir, tiny_weights, tmp_path):
+    bench = VideoBenchmark(data_dir / "davis2016", tmp_path / "v", protocol="unsupervised", sequences=["blackswan"],
+                           frame_step=10, max_frames=4, load_size=LOAD, weights=tiny_weights, device="cpu",
+                           progress=False)
     res = bench.run()
     assert [r["method"] for r in res.rows] == ["model", "centre-prior", "saliency"]
     for r in res.rows:
@@ -241,6 +251,52 @@ def test_video_davis_sequence(data_dir, tiny_weights, tmp_path):
     log = _lines(tmp_path / "v" / "items.jsonl")
     assert len(log) == 3 and all(len(r["J"]) == 2 for r in log)  # 4 frames, first and last not scored
     assert "blackswan" in res.report()
+
+
+def _propagation(data_dir, out, tiny_weights, **kw):
+    return VideoBenchmark(data_dir / "davis2016", out, sequences=["blackswan"], frame_step=5, max_frames=5,
+                          short_side=64, multiple=8, weights=tiny_weights, device="cpu", progress=False, **kw)
+
+
+def test_video_propagation_davis_sequence(data_dir, tiny_weights, tmp_path):
+    bench = _propagation(data_dir, tmp_path / "p", tiny_weights, keep_cache=True)
+    res = bench.run()
+    assert [r["method"] for r in res.rows] == ["model", "first-frame", "rgb-patches"]
+    for r in res.rows:
+        assert r["sequences"] == 1 and r["objects"] == 1
+        for k in ("J&F", "J_mean", "F_mean", "J_recall", "F_recall"):
+            assert 0.0 <= r[k] <= 1.0, (r["method"], k)
+    # the first-frame baseline is the first mask scored against frames 5, 10 and 15
+    from dinokit.eval.datasets import read_davis
+    from dinokit.eval.metrics import jaccard
+
+    seq = read_davis(data_dir / "davis2016", sequences=["blackswan"])[0]
+    first = seq.load_mask(0) == 1
+    direct = np.mean([jaccard(first, seq.load_mask(i) == 1) for i in (5, 10, 15)])
+    assert res.row("first-frame")["J_mean"] == pytest.approx(direct, abs=1e-12) and direct < 0.9
+    log = _lines(tmp_path / "p" / "items.jsonl")
+    assert len(log) == 3 and all(len(r["objects"]["1"]["J"]) == 3 for r in log)  # 5 frames, 3 scored
+    settings = json.loads((tmp_path / "p" / "results.json").read_text())["settings"]["method"]
+    assert settings["protocol"] == "propagation" and (settings["n_last_frames"], settings["topk"]) == (7, 5)
+    assert bench.counts_["images_computed"] == 5
+    assert len(list((tmp_path / "p" / "cache").rglob("*.safetensors"))) == 5
+    assert "label propagation" in res.report() and "first-frame mask (baseline)" in res.report()
+    # the model's sequence lost from the log: recomputed from the cached frame features, same numbers
+    lines = (tmp_path / "p" / "items.jsonl").read_text().splitlines()
+    (tmp_path / "p" / "items.jsonl").write_text("\n".join(lines[1:]) + "\n")
+    again = _propagation(data_dir, tmp_path / "p", tiny_weights)
+    res2 = again.run()
+    assert again.counts_["items_scored"] == 1 and again.counts_["images_computed"] == 0
+    assert again.counts_["images_from_cache"] == 5
+    assert res2.row("model")["J&F"] == pytest.approx(res.row("model")["J&F"], abs=1e-12)
+    assert not (tmp_path / "p" / "cache").exists()
+
+
+def test_video_baselines_must_fit_the_protocol(data_dir, tiny_weights, tmp_path):
+    with pytest.raises(DinokitError, match="centre-prior do not apply to the propagation protocol"):
+        _propagation(data_dir, tmp_path / "x", tiny_weights, baselines=["centre-prior"])
+    with pytest.raises(DinokitError, match="protocol must be one of"):
+        _propagation(data_dir, tmp_path / "x", tiny_weights, protocol="oracle")
 
 
 def test_parts_pascal_part(data_dir, tiny_weights, tmp_path):
@@ -326,3 +382,92 @@ def test_spair_and_cub_layouts_run(tmp_path, tiny_weights):
                            device="cpu", progress=False, sample_interval=1, num_parts=2).run()
     assert parts.row("grid")["samples"] == 4 and parts.row("grid")["categories"] == 1  # the 1-image class is left out
     assert 0.0 <= parts.row("model")["nmi"] <= 1.0
+
+
+def test_propagation_size_and_window():
+    from dinokit.eval.benchmark.propagation import neighbourhood_mask, propagation_size
+
+    assert propagation_size(480, 854) == (480, 832)  # DAVIS 480p: long side down to a multiple of 64
+    assert propagation_size(854, 480) == (832, 480)
+    assert propagation_size(100, 150, short_side=64, multiple=8) == (64, 96)
+    m = neighbourhood_mask((3, 4), 1)
+    assert m.shape == (12, 12) and int(m[0].sum()) == 4 and int(m[5].sum()) == 9  # a corner, an inner patch
+    assert bool(m[0, 1]) and not bool(m[0, 2]) and neighbourhood_mask((3, 4), 0) is None
+
+
+def test_propagate_votes_of_the_nearest_context_patches():
+    from dinokit.eval.benchmark.propagation import neighbourhood_mask, propagate
+
+    gen = torch.Generator().manual_seed(0)
+    f = torch.nn.functional.normalize(torch.randn(12, 16, generator=gen), dim=1)
+    labels = torch.nn.functional.one_hot(torch.arange(12) % 3, 3).T.float()
+    assert torch.equal(propagate(f, [f], [labels], None, topk=1), labels)  # each patch finds its twin
+    # every patch voting with equal weight (huge temperature): the mean label
+    flat = propagate(f, [f], [labels], None, topk=12, temperature=1e6)
+    assert torch.allclose(flat, labels.mean(dim=1, keepdim=True).expand(-1, 12), atol=1e-4)
+    # the twin of patch 0 sits in a context frame at the far corner: outside a 1-patch window it cannot vote
+    shuffled = f.flip(0)
+    far = propagate(f[:1], [shuffled], [labels.flip(1)], None, topk=1)
+    assert torch.equal(far[:, 0], labels[:, 0])
+    near = propagate(f, [shuffled], [labels.flip(1)], neighbourhood_mask((3, 4), 1), topk=1)
+    assert not torch.equal(near[:, 0], labels[:, 0])
+    assert torch.allclose(near.sum(dim=0), torch.ones(12))  # soft labels stay a distribution
+
+
+def test_propagation_tracks_a_moving_textured_square():
+    """Raw-pixel propagation on a synthetic video: a textured square moving one patch per frame."""
+    from dinokit.eval.benchmark.propagation import propagate_sequence, rgb_frame_features
+    from dinokit.eval.metrics import jaccard
+
+    rng = np.random.default_rng(0)
+    background = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    texture = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    frames, truth = [], []
+    for t in range(4):
+        img, lab = background.copy(), np.zeros((64, 64), np.uint8)
+        img[16:32, 8 + 8 * t: 24 + 8 * t] = texture
+        lab[16:32, 8 + 8 * t: 24 + 8 * t] = 1
+        frames.append(img)
+        truth.append(lab)
+    preds = list(propagate_sequence(frames, truth[0], rgb_frame_features(8), 8, neighbourhood=2, topk=1))
+    assert len(preds) == 4 and np.array_equal(preds[0], truth[0])
+    for t in range(1, 4):
+        assert preds[t].shape == (64, 64)
+        assert jaccard(preds[t] == 1, truth[t] == 1) > 0.75, t
+        assert jaccard(truth[0] == 1, truth[t] == 1) < 0.6  # copying the first mask would not do
+
+
+def test_pascal_part_groupings(data_dir, tiny_weights, tmp_path):
+    from dinokit.eval.benchmark.parts import part_group
+
+    assert [part_group(n) for n in ("wheel_1", "wheel_2", "lfleg", "torso")] == ["wheel", "wheel", "lfleg", "torso"]
+    assert [part_group(n, "coarse") for n in ("lfleg", "rbpa", "muzzle", "leye", "neck", "tail", "wheel_2")] == \
+        ["limbs", "limbs", "head", "head", "torso", "tail", "wheel"]
+    assert part_group("wheel_1", "annotated") == "wheel_1"
+    with pytest.raises(DinokitError, match="part grouping"):
+        part_group("head", "fine")
+
+    def labels(grouping):
+        bench = PartsBenchmark(data_dir / "pascal-part", tmp_path / grouping, categories=["car", "dog"],
+                               weights=tiny_weights, progress=False, part_grouping=grouping)
+        return {s.name: s.parts for s in bench.load_dataset()}
+
+    inst, coarse, raw = labels("instances"), labels("coarse"), labels("annotated")
+    assert inst["car"]["wheel_1"] == inst["car"]["wheel_2"] != inst["car"]["door_1"]
+    assert raw["car"]["wheel_1"] != raw["car"]["wheel_2"]
+    assert len(set(coarse["dog"].values())) == 4 and coarse["dog"]["lfleg"] == coarse["dog"]["rbpa"]
+
+
+def test_video_cli_propagation_defaults(data_dir, tiny_weights, tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = main(["benchmark", "video", "--root", str(data_dir / "davis2016"), "-o", str(out), "--weights",
+               str(tiny_weights), "--device", "cpu", "--sequences", "dog", "--max-frames", "3", "--frame-step", "10",
+               "--short-side", "64", "--multiple", "8", "--baselines", "first-frame", "-q"])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "semi-supervised label propagation" in printed and "first-frame mask (baseline)" in printed
+    res = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in res["results"]] == ["model", "first-frame"]
+    assert res["settings"]["method"]["short_side"] == 64 and res["settings"]["method"]["neighbourhood"] == 12
+    rc = main(["benchmark", "video", "--root", str(data_dir / "davis2016"), "-o", str(tmp_path / "bad"), "--weights",
+               str(tiny_weights), "--baselines", "saliency", "-q"])
+    assert rc == 2 and "do not apply to the propagation protocol" in capsys.readouterr().err

@@ -325,6 +325,24 @@ def test_pf_pascal_train_list_uses_annotations_and_flip(tmp_path):
     assert p.meta["flip"] == 1 and p.trg_bbox.tolist() == [0, 0, 50, 25]
 
 
+def test_pf_pascal_weakalign_layout_finds_annotations_beside_the_images(tmp_path):
+    """``test_pairs_pf_pascal.csv`` next to ``PF-dataset-PASCAL/{JPEGImages,Annotations}`` (the layout of the
+    CNNGeometric/WeakAlign download), image paths relative to the CSV folder."""
+    root = tmp_path / "proposal-flow-pascal"
+    data = root / "PF-dataset-PASCAL"
+    for name in ("2009_000001", "2009_000002"):
+        write_image(data / "JPEGImages" / f"{name}.jpg", 50, 40)
+        (data / "Annotations" / "cat").mkdir(parents=True, exist_ok=True)
+        scipy.io.savemat(str(data / "Annotations" / "cat" / f"{name}.mat"),
+                         {"kps": np.array([[1.0, 2.0], [3.0, 4.0]]), "bbox": np.array([[2, 3, 32, 23]])})
+    (root / "test_pairs_pf_pascal.csv").write_text(
+        "source_image,target_image,class,XA,YA,XB,YB\n"
+        "PF-dataset-PASCAL/JPEGImages/2009_000001.jpg,PF-dataset-PASCAL/JPEGImages/2009_000002.jpg,8,1;3,2;4,5;6,7;8\n")
+    (p,) = read_pf_pascal(root)
+    assert p.src_path == data / "JPEGImages" / "2009_000001.jpg" and p.trg_kps.tolist() == [[5, 7], [6, 8]]
+    assert p.meta["bbox_from"] == "annotation" and p.pck_length("bbox") == 30 and p.pck_length("image") == 50
+
+
 def test_pf_pascal_errors_name_the_line(tmp_path):
     root = _pf_pascal(tmp_path)
     csv_path = root / "test_pairs.csv"
@@ -450,6 +468,20 @@ def test_pascal_co_split_layout(tmp_path):
     assert [s.name for s in sets] == ["aeroplane", "bus"]
     assert sets[1].items[0].load_mask().sum() == 8
     assert read_coseg(root, layout="split")[0].image_paths[0] == root / "images" / "aeroplane" / "0.jpg"
+
+
+def test_icoseg_official_release_layout(tmp_path):
+    """The iCoseg download: ``images/<group>/*.jpg`` and ``ground_truth/<group>/*.png``, group names with spaces."""
+    root = tmp_path / "iCoseg"
+    for group in ("Alaskan Brown Bear", "Kite Panda"):
+        for i in range(2):
+            write_image(root / "images" / group / f"{i}.jpg", 12, 9)
+            m = np.zeros((9, 12), np.uint8)
+            m[2:5, 3:9] = 255
+            write_mask(root / "ground_truth" / group / f"{i}.png", m)
+    sets = read_coseg(root)
+    assert [s.name for s in sets] == ["Alaskan Brown Bear", "Kite Panda"] and all(len(s) == 2 for s in sets)
+    assert sets[0].items[1].load_mask().sum() == 18
 
 
 def test_mask_formats_binary_palette_jpeg(tmp_path):

@@ -18,6 +18,7 @@ from dinokit.eval.metrics import (
     boundary_f_measure,
     contingency_table,
     coseg_precision,
+    coseg_scores,
     davis_statistics,
     jaccard,
     keypoint_errors,
@@ -148,6 +149,24 @@ def test_coseg_accumulator_means_per_set_then_over_sets():
     assert r.precision == pytest.approx(0.75)
     assert [x["name"] for x in r.per_image] == ["a1", "a2", "a3", "b1"]
     assert math.isnan(CosegAccumulator().result().jaccard)
+
+
+def test_coseg_scores_skip_jaccard_of_images_without_the_object():
+    empty, blob = np.zeros((4, 4), bool), _mask((4, 4), np.s_[0:2, 0:2])
+    j, p = coseg_scores(blob, empty)  # a noise image (Internet dataset): no object to find
+    assert math.isnan(j) and p == pytest.approx(12 / 16)
+    assert coseg_scores(blob, empty, skip_empty_jaccard=False) == (0.0, pytest.approx(12 / 16))
+    assert coseg_scores(empty, empty, skip_empty_jaccard=False) == (1.0, 1.0)
+    assert coseg_scores(blob, blob) == (1.0, 1.0)
+    # the object only under void pixels counts as no object
+    assert math.isnan(coseg_scores(blob, blob, void=blob)[0])
+    acc = CosegAccumulator(skip_empty_jaccard=True)
+    acc.add(blob, blob, "s", "a")
+    acc.add(blob, empty, "s", "noise")
+    r = acc.result()
+    assert r.jaccard == 1.0 and r.per_set["s"]["images"] == 2
+    assert r.precision == pytest.approx((1 + 12 / 16) / 2)
+    assert CosegAccumulator().add(blob, empty) == (0.0, pytest.approx(12 / 16))
 
 
 # ----------------------------------------------------------------------------- DAVIS
@@ -350,3 +369,24 @@ def test_davis_metrics_on_a_real_mask():
     assert boundary_f_measure(shifted(8), gt) == 1.0  # within tolerance
     assert boundary_f_measure(shifted(9), gt) < 0.9  # left/right edges now out of reach
     assert region_similarity(shifted(8), gt) < 0.9
+
+
+def test_boundary_f_equals_a_distance_transform_formulation():
+    """F from the disk dilation equals the definition: a boundary pixel is matched when the other
+    boundary has a pixel within Euclidean distance ceil(0.008 * diagonal)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    for trial in range(4):
+        h, w = 60 + 20 * trial, 90
+        gt = ndimage.gaussian_filter(rng.random((h, w)), 4) > 0.5  # a few smooth blobs
+        assert 0.05 < gt.mean() < 0.95
+        pred = ndimage.binary_dilation(gt, iterations=trial) ^ (rng.random((h, w)) > 0.97)
+        r = math.ceil(0.008 * math.hypot(h, w))
+        pb, gb = seg2bmap(pred), seg2bmap(gt)
+        d_to_g = ndimage.distance_transform_edt(~gb)
+        d_to_p = ndimage.distance_transform_edt(~pb)
+        precision = np.mean(d_to_g[pb] <= r)
+        recall = np.mean(d_to_p[gb] <= r)
+        expected = 2 * precision * recall / (precision + recall)
+        assert boundary_f_measure(pred, gt) == pytest.approx(expected, abs=1e-12), trial

@@ -13,15 +13,17 @@ from .common import add_model_args, add_overwrite, add_quiet, parse_load_size
 BOOL = argparse.BooleanOptionalAction
 
 
-def _common(p: argparse.ArgumentParser, baselines: tuple[str, ...]) -> None:
+def _common(p: argparse.ArgumentParser, baselines: tuple[str, ...], default: Any = "all") -> None:
     p.add_argument("--root", required=True, type=Path, help="the dataset folder")
     p.add_argument("-o", "--out", required=True, type=Path,
                    help="output folder: run.json (settings), items.jsonl (per-item results, written as it goes), "
                         "cache/ (descriptors), results.json/.csv (final). A rerun into it resumes.")
     add_model_args(p)
     b = p.add_argument_group("baselines and run")
-    b.add_argument("--baselines", nargs="*", choices=baselines, default=list(baselines), metavar="NAME",
-                   help=f"baseline rows ({', '.join(baselines)}; default all; none: --baselines with no name)")
+    b.add_argument("--baselines", nargs="*", choices=baselines, default=list(baselines) if default == "all" else default,
+                   metavar="NAME", help=f"baseline rows ({', '.join(baselines)}; default "
+                                        f"{'all' if default == 'all' else 'those of the protocol'}; "
+                                        "none: --baselines with no name)")
     b.add_argument("--keep-cache", action="store_true",
                    help="keep cached descriptors after use (default: deleted once no pending item needs them)")
     add_overwrite(b)
@@ -93,6 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--split", default="test", help="SPair/PF-PASCAL/CUB split (default test)")
     e.add_argument("--categories", nargs="+", default=None, help="only these categories")
     e.add_argument("--max-pairs", type=int, default=None, help="at most N pairs, spread over the categories")
+    e.add_argument("--max-images-per-category", type=int, default=None,
+                   help="only pairs between the first N images of each category (few forward passes)")
     e.add_argument("--max-pairs-per-category", type=int, default=None, help="CUB: random pairs per class (seeded)")
     e.add_argument("--pairs-file", type=Path, default=None, help="CUB: explicit pair list")
     c.set_defaults(func=run_correspondence)
@@ -111,23 +115,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--refine", action=BOOL, default=True, help="GrabCut refinement (default on)")
     s.add_argument("--remove-outliers", action=BOOL, default=False, help="the co-segmentation's outlier removal")
     s.add_argument("--outliers-thresh", type=float, default=0.7, help="outlier threshold (default 0.7)")
+    s.add_argument("--skip-empty-jaccard", action=BOOL, default=True,
+                   help="leave images without the object (empty ground truth, e.g. the Internet dataset's noise "
+                        "images) out of Jaccard; precision counts them (default on)")
     _baseline_mask_args(s)
     s.set_defaults(func=run_cosegment)
 
-    v = bs.add_parser("video", help="DAVIS J and F of each sequence's co-segmented frames",
-                      description="The frames of each sequence are co-segmented as one set (unsupervised: no "
-                                  "first-frame mask); the foreground is compared with the union of the annotated "
-                                  "objects by the DAVIS J (region IoU) and F (boundary) measures.")
-    _common(v, ("centre-prior", "saliency"))
+    v = bs.add_parser("video", help="DAVIS J and F: label propagation from the first frame (DINO's protocol) "
+                                    "or unsupervised co-segmentation",
+                      description="--protocol propagation (default, DINO's semi-supervised DAVIS protocol): the first "
+                                  "frame's annotation is propagated to the later frames by patch-feature similarity "
+                                  "and every object is scored by the DAVIS J (region IoU) and F (boundary) measures; "
+                                  "baselines: the first mask copied to every frame, and the same propagation on raw "
+                                  "pixels. --protocol unsupervised: the frames of each sequence are co-segmented as "
+                                  "one set (no mask given) and the foreground is compared with the union of the "
+                                  "objects; baselines: centre prior, saliency.")
+    _common(v, ("first-frame", "rgb-patches", "centre-prior", "saliency"), default=None)
+    v.add_argument("--protocol", choices=["propagation", "unsupervised"], default="propagation",
+                   help="semi-supervised label propagation (default) or unsupervised co-segmentation")
+    pg = v.add_argument_group("label propagation (DINO's defaults)")
+    pg.add_argument("--short-side", type=int, default=480, help="frame short side in pixels (default 480)")
+    pg.add_argument("--multiple", type=int, default=64, help="long side rounded down to a multiple of (default 64)")
+    pg.add_argument("--n-last-frames", type=int, default=7, help="previous frames in the context (default 7)")
+    pg.add_argument("--neighbourhood", type=int, default=12, help="window radius in patches (default 12; 0: none)")
+    pg.add_argument("--topk", type=int, default=5, help="neighbours voting per patch (default 5)")
+    pg.add_argument("--temperature", type=float, default=0.1, help="softmax temperature (default 0.1)")
     _coseg_args(v)
     v.add_argument("--split", default=None, help="DAVIS ImageSets split (official layout)")
     v.add_argument("--year", type=int, default=None, help="DAVIS year for --split (2016 or 2017)")
     v.add_argument("--resolution", default="480p", help="DAVIS resolution folder (default 480p)")
     v.add_argument("--sequences", nargs="+", default=None, help="only these sequences")
     v.add_argument("--frame-step", type=int, default=1, help="use every n-th frame (default 1)")
-    v.add_argument("--max-frames", type=int, default=None, help="at most N frames per sequence")
+    v.add_argument("--max-frames", type=int, default=None, help="at most N frames per sequence (the first)")
     v.add_argument("--foreground", choices=["cosegmentation", "parts"], default="cosegmentation",
-                   help="co-segmentation masks (default) or the part co-segmentation's parts")
+                   help="unsupervised: co-segmentation masks (default) or the part co-segmentation's parts")
     v.add_argument("--refine", action=BOOL, default=True, help="GrabCut refinement (cosegmentation; default on)")
     v.add_argument("--num-parts", type=int, default=4, help="parts (--foreground parts; default 4)")
     v.add_argument("--crf", action=BOOL, default=True, help="dense CRF (--foreground parts; default on)")
@@ -151,6 +172,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--three-stages", action=BOOL, default=False, help="the three-stage variant")
     q.add_argument("--elbow-second-stage", type=float, default=0.94, help="second-stage elbow (default 0.94)")
     q.add_argument("--crf", action=BOOL, default=True, help="dense CRF smoothing (default on)")
+    q.add_argument("--part-grouping", choices=["instances", "annotated", "coarse"], default="instances",
+                   help="PASCAL-Part ground truth: numbered instances merged (wheel_1, wheel_2 -> wheel; default), "
+                        "the annotated names, or head/torso/limbs/tail for animals and people")
     q.set_defaults(func=run_parts)
 
 
@@ -185,7 +209,8 @@ def run_correspondence(args: argparse.Namespace) -> int:
         args.root, args.out, args.dataset, split=args.split, load_size=args.load_size, stride=args.stride,
         layer=args.layer, facet=args.facet, bin=args.bin, foreground=args.foreground, thresh=args.thresh,
         refine=args.refine, saliency_heads=args.saliency_heads, alphas=args.alphas, pck_by=args.pck_by,
-        categories=args.categories, max_pairs=args.max_pairs, max_pairs_per_category=args.max_pairs_per_category,
+        categories=args.categories, max_pairs=args.max_pairs,
+        max_images_per_category=args.max_images_per_category, max_pairs_per_category=args.max_pairs_per_category,
         pairs_file=args.pairs_file, cache_dtype=args.cache_dtype, **_base_kwargs(args))
     return _report(bench, args)
 
@@ -196,7 +221,8 @@ def run_cosegment(args: argparse.Namespace) -> int:
     bench = CosegBenchmark(
         args.root, args.out, args.dataset, layout=args.layout, sets=args.sets, max_sets=args.max_sets,
         refine=args.refine, remove_outliers=args.remove_outliers, outliers_thresh=args.outliers_thresh,
-        centre_prior_area=args.centre_prior_area, saliency_thresh=args.saliency_thresh,
+        skip_empty_jaccard=args.skip_empty_jaccard, centre_prior_area=args.centre_prior_area,
+        saliency_thresh=args.saliency_thresh,
         max_images=args.max_images, **_coseg_kwargs(args), **_base_kwargs(args))
     return _report(bench, args)
 
@@ -205,8 +231,10 @@ def run_video(args: argparse.Namespace) -> int:
     from ..eval.benchmark import VideoBenchmark
 
     bench = VideoBenchmark(
-        args.root, args.out, "davis", split=args.split, year=args.year, resolution=args.resolution,
-        sequences=args.sequences, frame_step=args.frame_step, max_frames=args.max_frames,
+        args.root, args.out, "davis", protocol=args.protocol, split=args.split, year=args.year,
+        resolution=args.resolution, sequences=args.sequences, frame_step=args.frame_step, max_frames=args.max_frames,
+        short_side=args.short_side, multiple=args.multiple, n_last_frames=args.n_last_frames,
+        neighbourhood=args.neighbourhood, topk=args.topk, temperature=args.temperature,
         foreground=args.foreground, refine=args.refine, num_parts=args.num_parts, crf=args.crf,
         centre_prior_area=args.centre_prior_area, saliency_thresh=args.saliency_thresh,
         **_coseg_kwargs(args), **_base_kwargs(args))
@@ -220,6 +248,7 @@ def run_parts(args: argparse.Namespace) -> int:
         args.root, args.out, args.dataset, split=args.split, categories=args.categories,
         max_categories=args.max_categories, num_parts=args.num_parts,
         num_crop_augmentations=args.num_crop_augmentations, three_stages=args.three_stages,
-        elbow_second_stage=args.elbow_second_stage, crf=args.crf, max_images=args.max_images,
+        elbow_second_stage=args.elbow_second_stage, crf=args.crf, part_grouping=args.part_grouping,
+        max_images=args.max_images,
         **_coseg_kwargs(args), **_base_kwargs(args))
     return _report(bench, args)

@@ -318,8 +318,17 @@ def image_folder(root: PathLike) -> tuple[list[Path], list[int], list[str]]:
     return paths, labels, classes
 
 
-def eval_transform(image: Image.Image, image_size: int = 224, resize_size: Optional[int] = None) -> Tensor:
-    """DINO's evaluation preprocessing: bicubic resize of the smaller edge to 256/224 of the crop, centre crop, normalise."""
+def eval_transform(
+    image: Image.Image,
+    image_size: int = 224,
+    resize_size: Optional[int] = None,
+    mean: Sequence[float] = (0.485, 0.456, 0.406),
+    std: Sequence[float] = (0.229, 0.224, 0.225),
+) -> Tensor:
+    """DINO's evaluation preprocessing: bicubic resize of the smaller edge to 256/224 of the crop, centre crop, normalise.
+
+    ``mean``/``std`` default to ImageNet's (DINO's); pass the backbone's own for models trained with others.
+    """
     resize = resize_size or int(round(image_size * 256 / 224))
     w, h = image.size
     if w <= h:
@@ -331,22 +340,26 @@ def eval_transform(image: Image.Image, image_size: int = 224, resize_size: Optio
     top = int(round((nh - image_size) / 2.0))
     image = image.crop((left, top, left + image_size, top + image_size))
     t = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor((0.485, 0.456, 0.406)).view(3, 1, 1)
-    std = torch.tensor((0.229, 0.224, 0.225)).view(3, 1, 1)
-    return (t - mean) / std
+    m = torch.tensor(tuple(mean), dtype=torch.float32).view(3, 1, 1)
+    s = torch.tensor(tuple(std), dtype=torch.float32).view(3, 1, 1)
+    return (t - m) / s
 
 
 class _EvalImages(torch.utils.data.Dataset):
-    def __init__(self, paths: Sequence[Path], image_size: int, resize_size: Optional[int]) -> None:
+    def __init__(
+        self, paths: Sequence[Path], image_size: int, resize_size: Optional[int],
+        mean: Sequence[float], std: Sequence[float],
+    ) -> None:
         self.paths = list(paths)
         self.image_size = image_size
         self.resize_size = resize_size
+        self.mean, self.std = tuple(mean), tuple(std)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> Tensor:
-        return eval_transform(open_image(self.paths[i]), self.image_size, self.resize_size)
+        return eval_transform(open_image(self.paths[i]), self.image_size, self.resize_size, self.mean, self.std)
 
 
 def _model_fingerprint(model: torch.nn.Module) -> str:
@@ -393,6 +406,9 @@ def extract_folder_features(
     """
     root = Path(folder)
     paths, labels, classes = image_folder(root)
+    cfg = getattr(model, "cfg", None)
+    mean = tuple(getattr(cfg, "mean", None) or (0.485, 0.456, 0.406))
+    std = tuple(getattr(cfg, "std", None) or (0.229, 0.224, 0.225))
     model_key = _model_fingerprint(model)
     key = hashlib.blake2b(
         f"{model_key}|{image_size}|{resize_size}|{_files_fingerprint(paths, labels, root)}".encode(), digest_size=12
@@ -408,7 +424,7 @@ def extract_folder_features(
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(dev).eval()
     loader = torch.utils.data.DataLoader(
-        _EvalImages(paths, image_size, resize_size), batch_size=batch_size, num_workers=num_workers,
+        _EvalImages(paths, image_size, resize_size, mean, std), batch_size=batch_size, num_workers=num_workers,
         pin_memory=dev.type == "cuda",
     )
     feats: list[Tensor] = []

@@ -223,16 +223,35 @@ class CosegResult:
         return _json(self.__dict__)
 
 
-class CosegAccumulator:
-    """Collects per-image Jaccard and precision, grouped by co-segmentation set."""
+def coseg_scores(pred: Any, gt: Any, void: Optional[Any] = None,
+                 skip_empty_jaccard: bool = True) -> tuple[float, float]:
+    """``(jaccard, precision)`` of one co-segmentation mask.
 
-    def __init__(self) -> None:
+    With ``skip_empty_jaccard`` (the convention of the Internet dataset's evaluation, whose sets hold
+    images without the object) Jaccard is NaN -- left out of the averages -- when the ground truth has
+    no foreground; precision is always scored.
+    """
+    g = _as_mask(gt, "gt")
+    keep = g if void is None else g & ~_as_mask(void, "void")
+    j = float("nan") if skip_empty_jaccard and not keep.any() else jaccard(pred, gt, void)
+    return j, coseg_precision(pred, gt, void)
+
+
+class CosegAccumulator:
+    """Collects per-image Jaccard and precision, grouped by co-segmentation set.
+
+    ``skip_empty_jaccard``: see :func:`coseg_scores` (default off here: an empty ground truth
+    scores Jaccard 1 if the prediction is empty too, else 0).
+    """
+
+    def __init__(self, skip_empty_jaccard: bool = False) -> None:
+        self.skip_empty_jaccard = bool(skip_empty_jaccard)
         self.records: list[dict[str, Any]] = []
 
     def add(self, pred: Any, gt: Any, set_name: str = "all", name: Optional[str] = None,
             void: Optional[Any] = None) -> tuple[float, float]:
         """Score one image; returns ``(jaccard, precision)``."""
-        j, p = jaccard(pred, gt, void), coseg_precision(pred, gt, void)
+        j, p = coseg_scores(pred, gt, void, self.skip_empty_jaccard)
         self.records.append({"set": set_name, "name": name, "jaccard": j, "precision": p})
         return j, p
 
@@ -617,6 +636,7 @@ __all__ = [
     "PCKResult",
     "jaccard",
     "coseg_precision",
+    "coseg_scores",
     "CosegAccumulator",
     "CosegResult",
     "region_similarity",

@@ -48,6 +48,8 @@ class CorrespondenceBenchmark(Benchmark):
         alphas: PCK thresholds (0.05, 0.1, 0.15); pck_by: ``bbox`` or ``image`` (dataset default).
         categories: keep only these categories; max_pairs: at most this many pairs,
             spread evenly over the categories (the first pairs of each).
+        max_images_per_category: keep only the pairs between the first N images of each category
+            (for PF-WILLOW all N (N - 1) ordered pairs): a subset that passes few images through the model.
         max_pairs_per_category, pairs_file, seed: CUB pair selection (CUB has no official list).
         cache_dtype: precision of the cached descriptors (``float32``: exact; ``float16``: half the disk).
     """
@@ -78,6 +80,7 @@ class CorrespondenceBenchmark(Benchmark):
         pck_by: Optional[str] = None,
         categories: Optional[Sequence[str]] = None,
         max_pairs: Optional[int] = None,
+        max_images_per_category: Optional[int] = None,
         max_pairs_per_category: Optional[int] = None,
         pairs_file: Optional[Union[str, os.PathLike]] = None,
         seed: int = 0,
@@ -107,6 +110,9 @@ class CorrespondenceBenchmark(Benchmark):
         if max_pairs is not None and max_pairs < 1:
             raise DinokitError(f"max_pairs must be at least 1, got {max_pairs}")
         self.max_pairs = max_pairs
+        if max_images_per_category is not None and max_images_per_category < 2:
+            raise DinokitError(f"max_images_per_category must be at least 2, got {max_images_per_category}")
+        self.max_images_per_category = max_images_per_category
         self.max_pairs_per_category = max_pairs_per_category
         self.pairs_file = None if pairs_file is None else str(pairs_file)
         self.seed = int(seed)
@@ -139,7 +145,8 @@ class CorrespondenceBenchmark(Benchmark):
         return opts
 
     def limits(self) -> dict[str, Any]:
-        return {"categories": self.categories, "max_pairs": self.max_pairs}
+        return {"categories": self.categories, "max_pairs": self.max_pairs,
+                "max_images_per_category": self.max_images_per_category}
 
     # --- data --------------------------------------------------------------------------
     def load_dataset(self) -> list[CorrespondencePair]:
@@ -160,6 +167,15 @@ class CorrespondenceBenchmark(Benchmark):
                 raise DinokitError(f"{self.root}: no pairs of categor{'y' if len(missing) == 1 else 'ies'} "
                                    f"{', '.join(sorted(missing))}")
             pairs = [p for p in pairs if p.category in self.categories]
+        if self.max_images_per_category is not None:
+            first: dict[str, list[str]] = {}
+            for p in pairs:
+                seen = first.setdefault(p.category, [])
+                for path in (str(p.src_path), str(p.trg_path)):
+                    if path not in seen:
+                        seen.append(path)
+            keep = {c: set(v[: self.max_images_per_category]) for c, v in first.items()}
+            pairs = [p for p in pairs if {str(p.src_path), str(p.trg_path)} <= keep[p.category]]
         return spread(pairs, self.max_pairs, key=lambda p: p.category)
 
     # --- evaluation ----------------------------------------------------------------------

@@ -7,7 +7,9 @@ descriptors at stride 4 and load size 224, elbow 0.975, saliency votes 0.065
 from 75% of the images, GrabCut refinement); each mask, resized to the
 ground truth with nearest neighbour, is scored by Jaccard (IoU of the
 foreground) and precision (pixel accuracy). Scores are averaged per set, then
-over sets (per image in the JSON too).
+over sets (per image in the JSON too). Images whose ground truth is empty (the
+Internet dataset's noise images) are left out of Jaccard and kept in
+precision, as in that dataset's evaluation (``skip_empty_jaccard``).
 
 Baselines: ``centre-prior`` (a centred ellipse covering half of every
 image: no model) and ``saliency`` (the same model's saliency maps, patches
@@ -25,7 +27,7 @@ import numpy as np
 
 from ...errors import DinokitError
 from ..datasets import READERS, CosegSet
-from ..metrics import CosegAccumulator, coseg_precision, jaccard
+from ..metrics import CosegAccumulator, coseg_scores
 from .base import Benchmark
 from .report import BenchmarkResult, Column, plural
 from .run_folder import RunFolder
@@ -137,6 +139,8 @@ class CosegBenchmark(SetBenchmark):
         max_images: at most this many images per set (the first by name); max_sets: the first sets only.
         refine: GrabCut refinement of the masks (the paper's; default on).
         remove_outliers, outliers_thresh: the co-segmentation's outlier removal (off, 0.7).
+        skip_empty_jaccard: leave images whose ground truth is empty (the Internet dataset's noise
+            images) out of Jaccard, as its evaluation does (default); precision still counts them.
         centre_prior_area, saliency_thresh: the baselines' parameters.
         load_size, stride, layer, facet, bin, thresh, elbow, votes_percentage, sample_interval,
         low_res_saliency_maps, max_clusters, seed, kmeans_backend, store_dtype: the co-segmentation's
@@ -150,8 +154,9 @@ class CosegBenchmark(SetBenchmark):
     def __init__(self, root: Union[str, os.PathLike], output_dir: Union[str, os.PathLike], dataset: str = "icoseg", *,
                  layout: str = "auto", sets: Optional[Sequence[str]] = None, max_sets: Optional[int] = None,
                  refine: bool = True, remove_outliers: bool = False, outliers_thresh: float = 0.7,
-                 **kwargs: Any) -> None:
+                 skip_empty_jaccard: bool = True, **kwargs: Any) -> None:
         super().__init__(root, output_dir, dataset=dataset, **kwargs)
+        self.skip_empty_jaccard = bool(skip_empty_jaccard)
         self.layout = layout
         self.sets = None if sets is None else list(sets)
         if max_sets is not None and max_sets < 1:
@@ -164,7 +169,10 @@ class CosegBenchmark(SetBenchmark):
     def method_settings(self) -> dict[str, Any]:
         return {"protocol": "co-segmentation of each set on its own; masks resized to the ground truth (nearest)",
                 **self.coseg, "refine": self.refine, "remove_outliers": self.remove_outliers,
-                "outliers_thresh": self.outliers_thresh, "baselines": self.baseline_settings()}
+                "outliers_thresh": self.outliers_thresh,
+                "jaccard_on_empty_ground_truth": "skipped" if self.skip_empty_jaccard else "scored (1 if the mask is "
+                                                                                           "empty too, else 0)",
+                "baselines": self.baseline_settings()}
 
     def dataset_options(self) -> dict[str, Any]:
         return {"layout": self.layout}
@@ -214,8 +222,9 @@ class CosegBenchmark(SetBenchmark):
                             pred = upsample_mask(model.mask(i, refine=self.refine), gt.shape)
                         else:
                             pred = self.baseline_mask(m, feats, i, gt.shape)
-                        scores[m].append({"name": item.name, "jaccard": jaccard(pred, gt),
-                                          "precision": coseg_precision(pred, gt)})
+                        j, prec = coseg_scores(pred, gt, skip_empty_jaccard=self.skip_empty_jaccard)
+                        scores[m].append({"name": item.name, "jaccard": j, "precision": prec,
+                                          "empty_gt": not gt.any()})
                 for m in todo:
                     folder.log(m, s.name, {"set": s.name, "images": scores[m], **(extra if m == "model" else {})})
                     self._scored(True)

@@ -37,6 +37,36 @@ from .report import BenchmarkResult, Column, mean, plural
 from .run_folder import RunFolder
 
 DATASET_TITLES = {"pascal-part": "PASCAL-Part", "cub": "CUB-200-2011"}
+PART_GROUPINGS = ("instances", "annotated", "coarse")
+
+_COARSE = (  # PASCAL-Part names of animals and people -> head / torso / limbs / tail
+    ("head", ("head", "ear", "eye", "ebrow", "nose", "muzzle", "mouth", "beak", "hair", "horn")),
+    ("torso", ("torso", "neck")),
+    ("limbs", ("leg", "pa", "ho", "foot", "arm", "hand")),
+    ("tail", ("tail",)),
+)
+
+
+def part_group(name: str, grouping: str = "instances") -> str:
+    """The ground-truth label a PASCAL-Part part name is scored as.
+
+    ``annotated``: the name itself. ``instances`` (default): numbered instances of one part merged
+    (``wheel_1``, ``wheel_2`` -> ``wheel``), since an unsupervised method cannot tell which wheel is
+    which. ``coarse``: also the parts of animals and people merged into head, torso, limbs and tail
+    (``lfleg``, ``rbpa`` -> ``limbs``; ``leye``, ``muzzle`` -> ``head``); other names as ``instances``.
+    """
+    import re
+
+    if grouping not in PART_GROUPINGS:
+        raise DinokitError(f"part grouping must be one of {', '.join(PART_GROUPINGS)}, got {grouping!r}")
+    if grouping == "annotated":
+        return name
+    base = re.sub(r"_\d+$", "", name)
+    if grouping == "coarse":
+        for group, keys in _COARSE:
+            if base == group or any(base.endswith(k) for k in keys):
+                return group
+    return base
 
 
 class PartSet:
@@ -57,6 +87,7 @@ class PartsBenchmark(SetBenchmark):
         categories: categories to evaluate (default: every category with at least two images
             and, for PASCAL-Part, at least two annotated part names); max_categories: the first ones only;
             max_images: at most this many images per category (the first).
+        part_grouping: how PASCAL-Part names become ground-truth labels (:func:`part_group`; ``instances``).
         num_parts, num_crop_augmentations, three_stages, elbow_second_stage, crf: the part
             co-segmentation's (4, 0, off, 0.94, on).
     """
@@ -69,7 +100,7 @@ class PartsBenchmark(SetBenchmark):
                  dataset: str = "pascal-part", *, split: str = "test", categories: Optional[Sequence[str]] = None,
                  max_categories: Optional[int] = None, num_parts: int = 4, num_crop_augmentations: int = 0,
                  three_stages: bool = False, elbow_second_stage: float = 0.94, crf: bool = True,
-                 **kwargs: Any) -> None:
+                 part_grouping: str = "instances", **kwargs: Any) -> None:
         super().__init__(root, output_dir, dataset=dataset, **kwargs)
         self.split = split
         self.categories = None if categories is None else list(categories)
@@ -83,6 +114,9 @@ class PartsBenchmark(SetBenchmark):
         self.three_stages = bool(three_stages)
         self.elbow_second_stage = float(elbow_second_stage)
         self.crf = bool(crf)
+        if part_grouping not in PART_GROUPINGS:
+            raise DinokitError(f"part grouping must be one of {', '.join(PART_GROUPINGS)}, got {part_grouping!r}")
+        self.part_grouping = part_grouping
 
     def method_settings(self) -> dict[str, Any]:
         return {"protocol": "part co-segmentation of each category's images as one set; NMI/ARI on "
@@ -90,7 +124,8 @@ class PartsBenchmark(SetBenchmark):
                                else "visible keypoints"),
                 **self.coseg, "num_parts": self.num_parts, "num_crop_augmentations": self.num_crop_augmentations,
                 "three_stages": self.three_stages, "elbow_second_stage": self.elbow_second_stage, "crf": self.crf,
-                "nmi_average": "arithmetic"}
+                "nmi_average": "arithmetic",
+                **({"part_grouping": self.part_grouping} if self.dataset == "pascal-part" else {})}
 
     def dataset_options(self) -> dict[str, Any]:
         return {"split": self.split} if self.dataset == "cub" else {}
@@ -116,7 +151,7 @@ class PartsBenchmark(SetBenchmark):
                                    f"{', '.join(sorted(missing))}")
             sets = sorted((s for s in sets if s.name in order), key=lambda s: order[s.name])
         else:
-            sets = [s for s in sets if len(s) >= 2 and (self.dataset == "cub" or len(s.parts) >= 2)]
+            sets = [s for s in sets if len(s) >= 2 and (self.dataset == "cub" or len(set(s.parts.values())) >= 2)]
         if self.max_categories is not None:
             sets = sets[: self.max_categories]
         if self.max_images is not None:
@@ -137,7 +172,12 @@ class PartsBenchmark(SetBenchmark):
                 if it not in members.setdefault(o.category, []):
                     members[o.category].append(it)
                 names.setdefault(o.category, set()).update(o.parts)
-        return [PartSet(c, members[c], {p: i + 1 for i, p in enumerate(sorted(names[c]))}) for c in sorted(members)]
+        out = []
+        for c in sorted(members):
+            groups = sorted({part_group(n, self.part_grouping) for n in names[c]})
+            label = {g: i + 1 for i, g in enumerate(groups)}
+            out.append(PartSet(c, members[c], {n: label[part_group(n, self.part_grouping)] for n in sorted(names[c])}))
+        return out
 
     # --- evaluation -------------------------------------------------------------------------
     def _gt(self, pset: PartSet, item: Any) -> tuple[Any, tuple[int, int]]:

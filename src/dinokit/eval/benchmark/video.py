@@ -1,19 +1,22 @@
-"""Video benchmark: DAVIS region similarity J and boundary accuracy F of the co-segmented foreground.
+"""Video benchmark: DAVIS region similarity J and boundary accuracy F, under two protocols.
 
-What is evaluated: the frames of each sequence (every ``frame_step``-th,
-at most ``max_frames``) are co-segmented together as one set, with the
-paper's co-segmentation and its defaults (``foreground="cosegmentation"``)
-or with the part co-segmentation, whose parts together are the foreground
-(``foreground="parts"``, the method behind ``dinokit parts --video``). No
-mask is given to the method: this is the unsupervised protocol, so the one
-predicted foreground is compared with the union of the annotated objects
-(for DAVIS 2016, the single object). J and F follow the DAVIS evaluation
-(:class:`~dinokit.eval.metrics.DavisAccumulator`; first and last frames
-left out, void pixels ignored); per sequence, then mean, recall and decay
-over sequences.
+``protocol="propagation"`` (default): DINO's semi-supervised DAVIS protocol (Caron et al. 2021, Table 5):
+the first frame's annotation is given and propagated to every later frame by feature similarity
+(:mod:`.propagation`, the reference's defaults: 480-pixel frames, the first and 7 previous frames as
+context, a 12-patch window, top 5, temperature 0.1). Every object of the first frame is scored on its
+own, as the DAVIS 2017 semi-supervised evaluation does. Baselines: ``first-frame`` (the first mask
+copied to every frame: no motion at all) and ``rgb-patches`` (the same propagation on raw pixel patches:
+what the learned features add).
 
-Baselines: ``centre-prior`` (a centred ellipse on every frame) and
-``saliency`` (the model's saliency above each frame's mean).
+``protocol="unsupervised"``: the frames of each sequence (every ``frame_step``-th, at most
+``max_frames``) are co-segmented together as one set with the paper's co-segmentation
+(``foreground="cosegmentation"``) or part co-segmentation (``foreground="parts"``, the method behind
+``dinokit parts --video``). No mask is given, so the one predicted foreground is compared with the
+union of the annotated objects (for DAVIS 2016, the single object). Baselines: ``centre-prior`` (a
+centred ellipse on every frame) and ``saliency`` (the model's saliency above each frame's mean).
+
+J and F follow the official DAVIS evaluation (:class:`~dinokit.eval.metrics.DavisAccumulator`; first
+and last frames left out, void pixels ignored); per object, then mean, recall and decay over objects.
 """
 
 from __future__ import annotations
@@ -22,41 +25,58 @@ import os
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
+import torch
 
 from ...errors import DinokitError
 from ..datasets import READERS, VideoSequence
 from ..datasets.video import VOID_LABEL
 from ..metrics import DavisAccumulator
 from .cosegmentation import SetBenchmark, fit_quietly, warning_notes
-from .report import BenchmarkResult, Column, plural
+from .report import BenchmarkResult, Column, mean, plural
 from .run_folder import RunFolder
 
 FOREGROUNDS = ("cosegmentation", "parts")
+PROTOCOLS = ("propagation", "unsupervised")
+PROTOCOL_BASELINES = {"propagation": ("first-frame", "rgb-patches"), "unsupervised": ("centre-prior", "saliency")}
 
 
 class VideoBenchmark(SetBenchmark):
-    """DAVIS J and F of each sequence's co-segmented frames (see the module docstring).
+    """DAVIS J and F by label propagation or unsupervised co-segmentation (see the module docstring).
 
     Args (besides :class:`~dinokit.eval.benchmark.cosegmentation.SetBenchmark`'s):
+        protocol: ``propagation`` (semi-supervised, DINO's; default) or ``unsupervised``.
         split, year, resolution, sequences: passed to :func:`~dinokit.eval.datasets.read_davis`.
-        frame_step, max_frames: which frames of a sequence are co-segmented and scored.
-        foreground: ``cosegmentation`` (GrabCut-refined masks) or ``parts`` (the part co-segmentation's parts).
-        refine: GrabCut refinement for ``cosegmentation``; num_parts, crf: for ``parts``.
+        frame_step, max_frames: which frames of a sequence are used and scored (all by default; with
+            ``propagation`` a ``frame_step`` above 1 makes the motion between frames larger than the protocol's).
+        short_side, multiple, n_last_frames, neighbourhood, topk, temperature: the propagation's
+            (:data:`~dinokit.eval.benchmark.propagation.PROPAGATION_DEFAULTS`).
+        foreground: ``cosegmentation`` (GrabCut-refined masks) or ``parts`` (the part co-segmentation's parts),
+            for ``unsupervised``; refine: GrabCut refinement for ``cosegmentation``; num_parts, crf: for ``parts``.
         bound_th, skip_first_last: the DAVIS F tolerance and frame selection.
     """
 
     kind = "video"
-    BASELINES = ("centre-prior", "saliency")
+    BASELINES = ("first-frame", "rgb-patches", "centre-prior", "saliency")
     DATASETS = ("davis",)
 
     def __init__(self, root: Union[str, os.PathLike], output_dir: Union[str, os.PathLike], dataset: str = "davis", *,
-                 split: Optional[str] = None, year: Optional[int] = None, resolution: str = "480p",
-                 sequences: Optional[Sequence[str]] = None, frame_step: int = 1, max_frames: Optional[int] = None,
+                 protocol: str = "propagation", split: Optional[str] = None, year: Optional[int] = None,
+                 resolution: str = "480p", sequences: Optional[Sequence[str]] = None, frame_step: int = 1,
+                 max_frames: Optional[int] = None, short_side: int = 480, multiple: int = 64, n_last_frames: int = 7,
+                 neighbourhood: int = 12, topk: int = 5, temperature: float = 0.1,
                  foreground: str = "cosegmentation", refine: bool = True, num_parts: int = 4, crf: bool = True,
                  bound_th: float = 0.008, skip_first_last: bool = True, **kwargs: Any) -> None:
         if kwargs.get("max_images") is not None:
             raise DinokitError("the video benchmark selects frames with max_frames and frame_step, not max_images")
-        super().__init__(root, output_dir, dataset=dataset, **kwargs)
+        if protocol not in PROTOCOLS:
+            raise DinokitError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+        baselines = kwargs.pop("baselines", None)
+        baselines = PROTOCOL_BASELINES[protocol] if baselines is None else tuple(baselines)
+        wrong = [b for b in baselines if b in self.BASELINES and b not in PROTOCOL_BASELINES[protocol]]
+        if wrong:
+            raise DinokitError(f"baseline(s) {', '.join(wrong)} do not apply to the {protocol} protocol; "
+                               f"choose from {', '.join(PROTOCOL_BASELINES[protocol])}")
+        super().__init__(root, output_dir, dataset=dataset, baselines=baselines, **kwargs)
         if foreground not in FOREGROUNDS:
             raise DinokitError(f"foreground must be one of {', '.join(FOREGROUNDS)}, got {foreground!r}")
         if frame_step < 1:
@@ -64,10 +84,17 @@ class VideoBenchmark(SetBenchmark):
         if max_frames is not None and max_frames < 3:
             raise DinokitError(f"max_frames must be at least 3 (the first and last frames are not scored), "
                                f"got {max_frames}")
+        if n_last_frames < 0 or topk < 1 or not temperature > 0 or short_side < 1 or multiple < 1:
+            raise DinokitError("propagation needs n_last_frames >= 0, topk >= 1, temperature > 0 and a positive "
+                               "short side and multiple")
+        self.protocol = protocol
         self.split, self.year, self.resolution = split, year, resolution
         self.sequences = None if sequences is None else list(sequences)
         self.frame_step = int(frame_step)
         self.max_frames = max_frames
+        self.propagation = {"short_side": int(short_side), "multiple": int(multiple),
+                            "n_last_frames": int(n_last_frames), "neighbourhood": int(neighbourhood),
+                            "topk": int(topk), "temperature": float(temperature)}
         self.foreground = foreground
         self.refine = bool(refine)
         self.num_parts = int(num_parts)
@@ -76,13 +103,18 @@ class VideoBenchmark(SetBenchmark):
         self.skip_first_last = bool(skip_first_last)
 
     def method_settings(self) -> dict[str, Any]:
+        common = {"frame_step": self.frame_step, "bound_th": self.bound_th, "skip_first_last": self.skip_first_last}
+        if self.protocol == "propagation":
+            return {"protocol": "propagation",
+                    "description": "semi-supervised: the first frame's labels propagated by patch-feature "
+                                   "similarity (DINO's DAVIS protocol); every object scored on its own",
+                    "features": "last block, final norm, patch tokens", **self.propagation, **common}
         fg: dict[str, Any] = {"refine": self.refine} if self.foreground == "cosegmentation" else \
             {"num_parts": self.num_parts, "crf": self.crf}
-        return {"protocol": "unsupervised: the frames of a sequence co-segmented as one set; the foreground is "
-                            "compared with the union of the annotated objects",
-                "foreground": self.foreground, **fg, **self.coseg, "frame_step": self.frame_step,
-                "bound_th": self.bound_th, "skip_first_last": self.skip_first_last,
-                "baselines": self.baseline_settings()}
+        return {"protocol": "unsupervised",
+                "description": "the frames of a sequence co-segmented as one set; the foreground is compared "
+                               "with the union of the annotated objects",
+                "foreground": self.foreground, **fg, **self.coseg, **common, "baselines": self.baseline_settings()}
 
     def dataset_options(self) -> dict[str, Any]:
         return {"split": self.split, "year": self.year, "resolution": self.resolution}
@@ -120,6 +152,11 @@ class VideoBenchmark(SetBenchmark):
         return upsample_mask(model.parts(index) >= 0, size)
 
     def evaluate(self, seqs: list[VideoSequence], folder: RunFolder) -> BenchmarkResult:
+        if self.protocol == "propagation":
+            return self._evaluate_propagation(seqs, folder)
+        return self._evaluate_unsupervised(seqs, folder)
+
+    def _evaluate_unsupervised(self, seqs: list[VideoSequence], folder: RunFolder) -> BenchmarkResult:
         from tqdm.auto import tqdm
 
         methods = ["model", *self.baselines]
@@ -160,12 +197,121 @@ class VideoBenchmark(SetBenchmark):
                 accs[m].sequences[seq.name] = {1: {"J": [_num(v) for v in rec["J"]], "F": [_num(v) for v in rec["F"]]}}
         return self._result(seqs, accs, warned)
 
+    # --- semi-supervised: label propagation ---------------------------------------------------------
+    def _evaluate_propagation(self, seqs: list[VideoSequence], folder: RunFolder) -> BenchmarkResult:
+        from tqdm.auto import tqdm
+
+        methods = ["model", *self.baselines]
+        accs = {m: DavisAccumulator(self.bound_th, self.skip_first_last) for m in methods}
+        for seq in tqdm(seqs, desc="sequences", unit="seq", disable=not self.progress):
+            idx = self.frames(seq)
+            if len(idx) < 2:
+                raise DinokitError(f"sequence {seq.name}: {len(idx)} frame(s) selected; need at least 2")
+            todo = [m for m in methods if folder.get(m, seq.name) is None]
+            if todo:
+                first = seq.load_mask(idx[0])
+                if first is None:
+                    raise DinokitError(f"sequence {seq.name}: the first frame {seq.frames[idx[0]].name} has no mask")
+                objects = [int(v) for v in np.unique(first) if v not in (0, VOID_LABEL)]
+                gts = [seq.load_mask(i) for i in idx]
+                for m in todo:
+                    preds = self._propagated(m, seq, idx, first, folder)
+                    scratch = DavisAccumulator(self.bound_th, self.skip_first_last)
+                    scratch.add(seq.name, preds, gts, object_ids=objects)
+                    per_obj = scratch.sequences[seq.name]
+                    folder.log(m, seq.name, {"sequence": seq.name, "frames": [seq.frames[i].stem for i in idx],
+                                             "objects": {str(k): v for k, v in per_obj.items()}})
+                    self._scored(True)
+                self.drop_set_cache(seq.name, folder)
+            for m in methods:
+                rec = folder.get(m, seq.name)
+                if m not in todo:
+                    self._scored(False)
+                accs[m].sequences[seq.name] = {
+                    int(k): {"J": [_num(v) for v in o["J"]], "F": [_num(v) for v in o["F"]]}
+                    for k, o in rec["objects"].items()}
+        return self._result(seqs, accs, {})
+
+    def _propagated(self, method: str, seq: VideoSequence, idx: list[int], first: np.ndarray,
+                    folder: RunFolder) -> list[np.ndarray]:
+        """Predicted label maps (original size) of the selected frames for ``method``."""
+        from tqdm.auto import tqdm
+
+        from .propagation import (model_frame_features, propagate_sequence, propagation_size, resize_frame,
+                                  rgb_frame_features)
+
+        if method == "first-frame":
+            return [first.copy() for _ in idx]
+        net = self.backbone()
+        patch = int(net.patch_size)
+        size = propagation_size(first.shape[0], first.shape[1], self.propagation["short_side"],
+                                self.propagation["multiple"])
+
+        class Frames:
+            def __len__(self) -> int:
+                return len(idx)
+
+            def __getitem__(self, k: int) -> np.ndarray:
+                return resize_frame(seq.load_frame(idx[k]), size)
+
+        if method == "model":
+            device, dtype = self.resolved_device(), _torch_dtype(self.dtype)
+            net.to(device=device, dtype=dtype) if dtype is not None else net.to(device)
+            describe = self._cached(model_frame_features(net, device, dtype), seq, idx, folder)
+        elif method == "rgb-patches":
+            describe = rgb_frame_features(patch)
+        else:
+            raise DinokitError(f"unknown method {method!r} for the propagation protocol")
+        p = self.propagation
+        labels = propagate_sequence(Frames(), first, describe, patch, n_last_frames=p["n_last_frames"],
+                                    neighbourhood=p["neighbourhood"], topk=p["topk"], temperature=p["temperature"])
+        bar = tqdm(labels, total=len(idx), desc=f"{seq.name} ({method})", unit="frame", leave=False,
+                   disable=not self.progress)
+        return list(bar)
+
+    def _cached(self, describe: Any, seq: VideoSequence, idx: list[int], folder: RunFolder) -> Any:
+        """``describe`` with each frame's features kept in ``OUT/cache/sets/<seq>/`` (so an interrupted
+        sequence does not pass its frames through the model again)."""
+        from safetensors.torch import load_file
+
+        from ...io import save_tensors
+        from .cosegmentation import _safe
+        from .propagation import FrameFeatures
+
+        directory = folder.cache_dir / "sets" / _safe(seq.name)
+        calls = {"n": 0}
+
+        def cached(rgb: np.ndarray) -> Any:
+            k = calls["n"]
+            calls["n"] += 1
+            f = directory / f"{seq.frames[idx[k]].stem}-{rgb.shape[0]}x{rgb.shape[1]}.safetensors"
+            if f.is_file():
+                try:
+                    t = load_file(str(f))
+                    self.counts_["images_from_cache"] += 1
+                    return FrameFeatures(t["features"], tuple(int(v) for v in t["grid"].tolist()))
+                except Exception:  # an unreadable entry is computed again
+                    pass
+            out = describe(rgb)
+            self.counts_["images_computed"] += 1
+            save_tensors(f, {"features": out.features, "grid": torch.tensor(out.grid)})
+            return out
+
+        return cached
+
+    # --- tables ---------------------------------------------------------------------------------------
     def _result(self, seqs: list[VideoSequence], accs: dict[str, DavisAccumulator],
                 warned: dict[str, list[str]]) -> BenchmarkResult:
         name = self.model_name()
-        labels = {"model": (f"{name} ({'co-segmentation' if self.foreground == 'cosegmentation' else 'parts'})", "model"),
-                  "centre-prior": ("centre prior (baseline)", "centre"),
-                  "saliency": (f"{name} saliency only (baseline)", "saliency")}
+        if self.protocol == "propagation":
+            labels = {"model": (f"{name} (label propagation)", "model"),
+                      "first-frame": ("first-frame mask (baseline)", "first"),
+                      "rgb-patches": ("RGB-patch propagation (baseline)", "rgb")}
+        else:
+            labels = {"model": (f"{name} ({'co-segmentation' if self.foreground == 'cosegmentation' else 'parts'})",
+                                "model"),
+                      "centre-prior": ("centre prior (baseline)", "centre"),
+                      "saliency": (f"{name} saliency only (baseline)", "saliency")}
         rows, group_rows, details = [], [], {}
         for m, acc in accs.items():
             res = acc.result()
@@ -173,29 +319,52 @@ class VideoBenchmark(SetBenchmark):
             for metric in ("J", "F"):
                 row.update({f"{metric}_{s}": getattr(res, metric)[s] for s in ("mean", "recall", "decay")})
             row["sequences"] = len(res.per_sequence)
+            row["objects"] = sum(len(o) for o in res.per_sequence.values())
             rows.append(row)
             for seq_name, objs in res.per_sequence.items():
-                o = objs[1]
-                group_rows.append({"sequence": seq_name, "method": m, "J": o["J"]["mean"], "F": o["F"]["mean"],
-                                   "J_recall": o["J"]["recall"], "F_recall": o["F"]["recall"],
-                                   "J_decay": o["J"]["decay"], "F_decay": o["F"]["decay"]})
+                g: dict[str, Any] = {"sequence": seq_name, "method": m, "objects": len(objs)}
+                for metric in ("J", "F"):
+                    for stat, key in (("mean", metric), ("recall", f"{metric}_recall"), ("decay", f"{metric}_decay")):
+                        g[key] = mean([o[metric][stat] for o in objs.values()])
+                group_rows.append(g)
             details[m] = res.to_dict()
         n_frames = sum(len(self.frames(s)) for s in seqs)
-        title = (f"DAVIS ({self.foreground} of each sequence's frames as one set, unsupervised): "
-                 f"{plural(len(seqs), 'sequence')}, {plural(n_frames, 'frame')}"
-                 f"{f' (every {self.frame_step})' if self.frame_step > 1 else ''}. "
-                 f"J (region IoU) and F (boundary F-measure) in %; first and last frames not scored.")
-        c = self.coseg
-        notes = [f"model: {self.model_info()['source'] or name}; load size {c['load_size']}, stride {c['stride']}, "
-                 f"layer {c['layer']} {c['facet']}, thresh {c['thresh']}, elbow {c['elbow']}, votes "
-                 f"{c['votes_percentage']:g}%"] + warning_notes(warned)
+        n_objects = rows[0]["objects"] if rows else 0
+        step = f" (every {self.frame_step})" if self.frame_step > 1 else ""
+        if self.protocol == "propagation":
+            p = self.propagation
+            title = (f"DAVIS (semi-supervised label propagation from the first frame): "
+                     f"{plural(len(seqs), 'sequence')}, {plural(n_objects, 'object')}, {plural(n_frames, 'frame')}"
+                     f"{step}. J (region IoU) and F (boundary F-measure) in %, per object; first and last frames "
+                     f"not scored.")
+            notes = [f"model: {self.model_info()['source'] or name}; frames at short side {p['short_side']} "
+                     f"(long side a multiple of {p['multiple']}), last-block features, context first + "
+                     f"{p['n_last_frames']} previous frames, window {p['neighbourhood']}, top {p['topk']}, "
+                     f"temperature {p['temperature']:g}"]
+        else:
+            title = (f"DAVIS ({self.foreground} of each sequence's frames as one set, unsupervised): "
+                     f"{plural(len(seqs), 'sequence')}, {plural(n_frames, 'frame')}{step}. "
+                     f"J (region IoU) and F (boundary F-measure) in %; first and last frames not scored.")
+            c = self.coseg
+            notes = [f"model: {self.model_info()['source'] or name}; load size {c['load_size']}, stride "
+                     f"{c['stride']}, layer {c['layer']} {c['facet']}, thresh {c['thresh']}, elbow {c['elbow']}, "
+                     f"votes {c['votes_percentage']:g}%"]
+        notes += warning_notes(warned)
         columns = [Column("J&F", "J&F"), Column("J_mean", "J"), Column("J_recall", "J recall"),
                    Column("J_decay", "J decay"), Column("F_mean", "F"), Column("F_recall", "F recall"),
-                   Column("F_decay", "F decay"), Column("sequences", "sequences", "int")]
+                   Column("F_decay", "F decay"), Column("sequences", "sequences", "int"),
+                   Column("objects", "objects", "int")]
         return BenchmarkResult(
             benchmark=self.kind, dataset=self.dataset, title=title, columns=columns, rows=rows,
             group_name="sequence", group_columns=[Column("J", "J"), Column("F", "F")], group_rows=group_rows,
-            details=details, notes=notes, info={"counts": {"sequences": len(seqs), "frames": n_frames}})
+            details=details, notes=notes,
+            info={"counts": {"sequences": len(seqs), "frames": n_frames, "objects": n_objects}})
+
+
+def _torch_dtype(dtype: Any) -> Optional[torch.dtype]:
+    from ...features import parse_dtype
+
+    return None if dtype is None else parse_dtype(dtype)
 
 
 def _binary_gt(mask: Optional[np.ndarray]) -> Optional[np.ndarray]:

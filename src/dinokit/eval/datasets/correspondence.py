@@ -409,8 +409,9 @@ def _resolve(name: str, bases: Sequence[Path], where: str) -> Path:
 def _pf_pascal_annotation(
     img: Path, cat: str, ann_roots: Sequence[Path], cache: dict[Path, tuple[Optional[np.ndarray], Optional[np.ndarray]]]
 ) -> tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[Path]]:
-    """Keypoints (K x 2, NaN when missing) and bbox from ``Annotations/<class>/<stem>.mat``, if that file exists."""
-    for ar in ann_roots:
+    """Keypoints (K x 2, NaN when missing) and bbox from ``Annotations/<class>/<stem>.mat``, if that file exists
+    (under an annotation root, or beside the image's own folder: ``PF-dataset-PASCAL/{JPEGImages,Annotations}``)."""
+    for ar in [*ann_roots, img.parent.parent / "Annotations"]:
         mat = ar / cat / f"{img.stem}.mat"
         if mat.is_file():
             if mat not in cache:
