@@ -8,7 +8,10 @@ of 96 px + 4 local crops of 48 px, with the paper's head (K = 65536):
 - step: one training step on a ready batch, split into forward (teacher +
   student + loss), backward (+ per-parameter clipping), AdamW step and EMA;
 - images/s serial (augmentation then step, one process) and with data-loader
-  workers overlapping augmentation with the step (the trainer's setting).
+  workers overlapping augmentation with the step (the trainer's setting);
+- images/s of ``DinoTrainer`` itself over one epoch of the same number of
+  steps (what ``dinokit train`` logs as ``images_per_second``: data loading,
+  drop-path, schedules and logging included, checkpoint writing excluded).
 
 Images: the real photos of ../shared/data (AFHQ, PASCAL-Part, ...) when
 present, else generated ones. Run: ``python benchmarks/train.py``.
@@ -25,6 +28,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -33,7 +37,14 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from dinokit.train import DINOLoss, MultiCropAugmentation, MultiCropDataset, TrainConfig, build_networks  # noqa: E402
+from dinokit.train import (  # noqa: E402
+    DINOLoss,
+    DinoTrainer,
+    MultiCropAugmentation,
+    MultiCropDataset,
+    TrainConfig,
+    build_networks,
+)
 from dinokit.train.augment import normalize_batch  # noqa: E402
 from dinokit.train.data import collate_crops, find_images  # noqa: E402
 from dinokit.train.trainer import backbone_arch, clip_gradients, ema_update, params_groups  # noqa: E402
@@ -50,8 +61,8 @@ SHARED = Path(os.environ.get("DINOKIT_SHARED", ROOT.parent / "shared"))
 def training_images(limit: int, tmp: Path) -> list[Path]:
     data = SHARED / "data"
     files: list[Path] = []
-    for sub in ("afhq", "pascal-part", "msrc-cow", "icoseg"):
-        if (data / sub).is_dir():
+    for sub in ("afhq", "pascal-part", "msrc-cow/images", *sorted(f"icoseg/{g.name}/images" for g in (data / "icoseg").glob("*"))):
+        if (data / sub).is_dir():  # photos only, not the masks beside them
             files += find_images(data / sub)
     if files:
         return files[:limit]
@@ -129,6 +140,16 @@ def bench_arch(arch: str, images: list[Path], batch: int, steps: int, workers: i
         n += batch
     overlapped = n / (time.perf_counter() - t0)
 
+    # the real trainer, one epoch of `steps` steps
+    with tempfile.TemporaryDirectory(prefix="dinokit-bench-train-") as tmp:
+        epoch_images = (images * (batch * steps // len(images) + 1))[: batch * steps]
+        trainer = DinoTrainer(
+            epoch_images, Path(tmp) / "run", progress=False, arch=arch, patch_size=16, global_size=96, local_size=48,
+            local_crops_number=4, batch_size=batch, out_dim=out_dim, num_workers=workers, epochs=10, log_every=0,
+            device="cpu",
+        ).fit(stop_at_epoch=1)
+        trainer_ips = trainer.history_[-1]["images_per_second"]
+
     params = sum(p.numel() for p in student.backbone.parameters()) / 1e6
     return {
         "arch": f"{arch}/16",
@@ -143,6 +164,7 @@ def bench_arch(arch: str, images: list[Path], batch: int, steps: int, workers: i
         "fwd/bwd share %": 100 * (times["forward"] + times["backward"]) / steps / (aug_s + step_s),
         "img/s serial": batch / (aug_s + step_s),
         f"img/s {workers} worker(s)": overlapped,
+        "img/s DinoTrainer": trainer_ips,
     }
 
 

@@ -100,8 +100,23 @@ def test_save_pngs_and_arrays(tmp_path, ref, tiny_model):
     assert names == sorted(expected_files(6, 0.6, save_arrays=True))
     heat = np.asarray(Image.open(tmp_path / "cat" / "attn-head0.png"))
     assert heat.shape == (96, 128, 3) and len(np.unique(heat.reshape(-1, 3), axis=0)) > 10  # a colour map
+    rgb = maps.image.astype(int)
     overlay = np.asarray(Image.open(tmp_path / "cat" / "overlay-mean.png")).astype(int)
-    assert np.abs(overlay - ref["cat.resized_rgb"].numpy()).mean() > 5  # blended, not a copy of the image
+    assert np.abs(overlay - rgb).mean() > 5  # blended, not a copy of the image
+    # opacity follows the attention: the least attended patch shows the photo untouched, the most attended does not
+    low, high = maps.mean == maps.mean.min(), maps.mean == maps.mean.max()
+    assert np.array_equal(overlay[low], rgb[low]) and np.abs(overlay[high] - rgb[high]).mean() > 20
+    # thresholded mask: the region left out is darkened, the kept region keeps the photo (but for its outline)
+    mask = np.asarray(Image.open(tmp_path / "cat" / "mask-head0.png")).astype(int)
+    kept = maps.masks[0]
+    assert mask[~kept].mean() < 0.5 * rgb[~kept].mean()
+    assert np.mean(np.all(mask[kept] == rgb[kept], axis=1)) > 0.5
+    # summary: image, mean and the 6 heads side by side at the image's size (96 x 128), 6 px apart
+    summary = np.asarray(Image.open(tmp_path / "cat" / "summary.png"))
+    assert summary.shape == (96, 8 * 128 + 7 * 6, 3)
+    assert np.array_equal(summary[40:, :128], maps.image[40:])  # first tile: the image (label at the top)
+    head3 = summary[40:, 5 * 134 : 5 * 134 + 128]
+    assert not np.array_equal(head3, summary[40:, 4 * 134 : 4 * 134 + 128])  # heads differ
     arrays = load_file(str(tmp_path / "cat" / "attention.safetensors"))
     np.testing.assert_allclose(arrays["grid_attention"].numpy(), maps.grid_attention)
 

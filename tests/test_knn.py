@@ -210,3 +210,21 @@ def test_cli_on_folders_with_weights(tmp_path, tiny_weights):
     assert rc == 0
     assert json.loads(out.read_text())["results"][0]["top1"] == 100.0
     assert load_feature_file(tmp_path / "feats" / "train_features.safetensors").features.shape == (6, 48)
+
+
+def test_folder_features_use_the_models_normalisation(tmp_path, tiny_weights):
+    # A backbone trained with other statistics (e.g. mean = std = 0.5) must get its own normalisation.
+    from dinokit.eval.knn import eval_transform
+    from dinokit.models import load_model
+
+    root = _image_folder(tmp_path / "train", ("blue",), 2)
+    model = load_model(weights=tiny_weights)
+    model.cfg = model.cfg.replace(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    got = extract_folder_features(model, root, image_size=32, progress=False).features
+    image = Image.open(sorted((root / "blue").iterdir())[0]).convert("RGB")
+    x = eval_transform(image, 32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    with torch.no_grad():
+        want = model(x[None])[0]
+        imagenet = model(eval_transform(image, 32)[None])[0]
+    torch.testing.assert_close(got[0], want, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(got[0], imagenet, atol=1e-3)

@@ -92,7 +92,7 @@ def test_crops_are_deterministic_in_the_seed_and_shaped():
 
 
 def test_paper_probabilities_per_crop(monkeypatch):
-    counts = {"blur": [], "solarize": 0, "jitter": 0, "mirror": 0, "crops": 0}
+    counts = {"blur": [], "solarize": 0, "jitter": 0, "mirror": 0, "crops": 0, "kind": None, "solarized_kinds": set()}
 
     class CountingBlur(ImageFilter.GaussianBlur):
         def __init__(self, radius=2):
@@ -102,7 +102,9 @@ def test_paper_probabilities_per_crop(monkeypatch):
     real_solarize, real_mirror, real_jitter = ImageOps.solarize, ImageOps.mirror, augment.color_jitter
 
     def solarize(img, threshold=128):
+        assert threshold == 128
         counts["solarize"] += 1
+        counts["solarized_kinds"].add(counts["kind"])
         return real_solarize(img, threshold)
 
     def mirror(img):
@@ -124,6 +126,7 @@ def test_paper_probabilities_per_crop(monkeypatch):
     for i in range(n):
         rng = random.Random(i)
         for k, spec in enumerate(aug.crops):
+            counts["kind"] = k
             before = len(counts["blur"])
             aug.crop(img, spec, rng)
             counts["crops"] += 1
@@ -133,10 +136,15 @@ def test_paper_probabilities_per_crop(monkeypatch):
     assert blur_by_kind["g1"] == n  # global crop 1 is always blurred
     assert abs(blur_by_kind["g2"] / n - 0.1) < 0.04
     assert abs(blur_by_kind["local"] / (4 * n) - 0.5) < 0.04
-    assert abs(counts["solarize"] / n - 0.2) < 0.05  # only the second global crop
+    assert abs(counts["solarize"] / n - 0.2) < 0.05 and counts["solarized_kinds"] == {1}  # second global crop only
     assert abs(counts["jitter"] / total - 0.8) < 0.03
     assert abs(counts["mirror"] / total - 0.5) < 0.03
     assert all(0.1 <= r <= 2.0 for _, r in counts["blur"])
+    paper = MultiCropAugmentation()
+    assert (paper.jitter, paper.jitter_p, paper.grayscale_p, paper.flip_p) == ((0.4, 0.4, 0.2, 0.1), 0.8, 0.2, 0.5)
+    assert [(c.size, c.scale, c.blur_p, c.solarize_p) for c in paper.crops[:3]] == [
+        (224, (0.4, 1.0), 1.0, 0.0), (224, (0.4, 1.0), 0.1, 0.2), (96, (0.05, 0.4), 0.5, 0.0)]
+    assert paper.ncrops == 10
 
 
 def test_grayscale_probability():

@@ -86,6 +86,15 @@ def test_teacher_is_ema_and_last_layer_frozen_in_first_epoch(images, tmp_path):
     assert not torch.equal(t[name], s[name]) and not torch.equal(t[name], teacher0.state_dict()[name])
 
 
+def test_teacher_head_batch_norm_uses_batch_statistics(images, tmp_path):
+    # As the reference, the teacher runs in training mode: batch norm in its head normalises with the batch's
+    # statistics (and tracks them), instead of the running statistics it was initialised with.
+    tr = _fit(images, tmp_path / "bn", stop_at_step=1, options=dict(use_bn_in_head=True))
+    bn = tr.teacher_.head.mlp[1]
+    assert isinstance(bn, torch.nn.BatchNorm1d) and tr.teacher_.training
+    assert int(bn.num_batches_tracked) == 1 and not torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+
+
 def test_resume_after_one_epoch_is_bit_identical(images, reference_run, tmp_path):
     run = tmp_path / "run"
     first = _fit(images, run, stop_at_epoch=1)
@@ -201,20 +210,26 @@ def _wait_for(predicate, timeout: float) -> bool:
 
 
 def test_sigterm_saves_and_stops_cleanly(images, tmp_path):
+    # The signal goes to the whole process group, as a terminal's Ctrl-C or a job scheduler's kill does, so the
+    # data-loader worker gets it too: only the main process may react, and only once.
     run = tmp_path / "sig"
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
-    cmd = [sys.executable, "-m", "dinokit", "train", "--data", str(images), "-o", str(run), "--epochs", "500", "-q"] + CLI_TINY
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cli = list(CLI_TINY)
+    cli[cli.index("--num-workers") + 1] = "1"
+    cmd = [sys.executable, "-m", "dinokit", "train", "--data", str(images), "-o", str(run), "--epochs", "500", "-q"] + cli
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
         started = _wait_for(lambda: len(read_metrics(run / "metrics.jsonl")) >= 3 or proc.poll() is not None, 120)
         assert started and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else "no progress"
-        proc.send_signal(signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 143, err
     assert "checkpoint saved" in err and "Traceback" not in err
+    assert err.count("SIGTERM received") == 1, err
     ckpt = load_checkpoint(run / "checkpoint.pth")
     total = 500 * 4
     assert 3 <= ckpt["step"] < total

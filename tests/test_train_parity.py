@@ -117,3 +117,25 @@ def test_multicrop_wrapper_groups_by_resolution():
     assert calls == [(4, 3, 8, 8), (6, 3, 4, 4)]
     # crop-major rows: crop 0's two images, then crop 1's, ...
     assert out[:, 0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+
+
+def test_initialisation_follows_the_reference():
+    # DINO: trunc_normal_(std=.02) (bounds +-2 in absolute terms, so a plain normal in practice) for the tokens,
+    # the positional embedding and every Linear; PyTorch's default (Kaiming-uniform) for the patch embedding;
+    # weight-normalised last layer with g = 1.
+    from dinokit.train import TrainConfig, build_networks
+    from dinokit.train.trainer import backbone_arch
+
+    cfg = TrainConfig(arch="vit_small", depth=2, out_dim=512)
+    student, _ = build_networks(cfg, backbone_arch(cfg)[0])
+    w = student.backbone.blocks[0].mlp.fc1.weight.detach()
+    assert abs(w.std().item() - 0.02) < 0.0005 and w.abs().max() > 0.08  # tails beyond 2 std are kept
+    assert (w.abs() >= 0.04 - 1e-7).float().mean().item() == pytest.approx(0.0455, abs=0.004)
+    assert torch.count_nonzero(student.backbone.blocks[0].mlp.fc1.bias) == 0
+    conv = student.backbone.patch_embed.proj
+    bound = 1 / (3 * 16 * 16) ** 0.5
+    assert conv.weight.abs().max() <= bound and conv.weight.abs().max() > 0.95 * bound  # uniform(-b, b)
+    assert torch.count_nonzero(conv.bias) > 0 and conv.bias.abs().max() <= bound
+    head = student.head
+    assert torch.equal(head.last_layer.weight_g, torch.ones_like(head.last_layer.weight_g))
+    assert abs(head.mlp[0].weight.std().item() - 0.02) < 0.001

@@ -27,9 +27,10 @@ def _threshold(text: str):
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "attention",
-        help="per-head CLS self-attention maps of the last block (PNG per head, mean map, overlays)",
+        help="per-head CLS self-attention maps of the last block (summary figure, PNG per head, mean map)",
         description=(
-            "For each image, OUT/<name>/ gets img.png, attn-head<h>.png (colour map), overlay-head<h>.png, "
+            "For each image, OUT/<name>/ gets summary.png (the image, the mean map and every head in one labelled "
+            "figure), img.png, attn-head<h>.png (colour map), overlay-head<h>.png (over the image), "
             "mask-head<h>.png (the patches holding --threshold of the head's attention mass, as in DINO's "
             "figures) and the same for the mean over heads."
         ),

@@ -18,7 +18,7 @@ from ..eval.knn import (
     load_feature_file,
     save_result,
 )
-from ..features import default_device
+from ..features import default_device, parse_dtype
 from .common import add_model_args, add_overwrite, add_quiet, model_from_args
 
 
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         if not source.is_dir():
             raise DinokitError(f"{source}: no such {what} folder or feature file")
         if model is None:
-            model = model_from_args(args).to(device)
+            model = model_from_args(args).to(device, parse_dtype(args.dtype))
         return extract_folder_features(model, source, image_size=args.image_size, batch_size=args.batch_size,
                                        device=device, num_workers=args.num_workers, cache_dir=cache,
                                        progress=not args.quiet)

@@ -24,8 +24,9 @@ from torch import Tensor
 from ..errors import DinokitError
 from ..features.extractor import default_device, parse_dtype
 from ..features.image import LoadedImage, LoadSize, preprocess
+from ..features.saliency import cls_patch_attention
 from ..io import save_image, save_tensors
-from .draw import apply_colormap, blend, palette
+from .draw import apply_colormap, palette, put_label, to_gray
 
 PathLike = Union[str, os.PathLike]
 ImageInput = Union[PathLike, Image.Image, LoadedImage]
@@ -152,7 +153,8 @@ def attention_maps(
     model = model.to(dev, dt).eval()
     res = model.run(loaded.tensor[None].to(dev, dt), {-1: ("cls_attn",)}, stride=s)
     last = max(res.taps)
-    cls_attn = res.taps[last]["cls_attn"][0, :, res.num_prefix_tokens:].float().cpu()  # (heads, T)
+    # (heads, T); registers are taken out of the softmax (no-op without registers, as DINO)
+    cls_attn = cls_patch_attention(res.taps[last]["cls_attn"][0].float(), res.num_prefix_tokens).cpu()
     rows, cols = res.grid
     heads = cls_attn.shape[0]
     grid_attn = cls_attn.reshape(heads, rows, cols).numpy()
@@ -168,31 +170,97 @@ def attention_maps(
     return AttentionMaps(grid_attn, up, up_mean, masks, mean_mask, loaded.rgb, (rows, cols), p, s, threshold)
 
 
-def mask_overlay(rgb: np.ndarray, mask: np.ndarray, color: Sequence[int], alpha: float = 0.5) -> np.ndarray:
-    """The image with ``mask`` tinted in ``color`` and outlined (DINO's thresholded-mask display)."""
-    tinted = rgb.copy()
-    tinted[mask] = blend(rgb[mask][None], np.broadcast_to(np.asarray(color, np.uint8), rgb[mask][None].shape), alpha)[0]
+def mask_overlay(rgb: np.ndarray, mask: np.ndarray, color: Sequence[int], dim: float = 0.35) -> np.ndarray:
+    """The image with everything outside ``mask`` darkened and the kept region outlined in ``color``.
+
+    Darkening (rather than tinting the kept region) keeps the figure readable
+    whatever the colours of the photo.
+    """
+    out = rgb.copy()
+    outside = ~mask
+    out[outside] = np.rint(rgb[outside].astype(np.float32) * dim).astype(np.uint8)
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     thickness = max(1, round(min(rgb.shape[:2]) / 240))
-    cv2.drawContours(tinted, contours, -1, tuple(int(c) for c in color), thickness)
-    return tinted
+    cv2.drawContours(out, contours, -1, tuple(int(c) for c in color), thickness)
+    return out
+
+
+def attention_overlay(rgb: np.ndarray, values: np.ndarray, cmap: str = "viridis", alpha: float = 0.75) -> np.ndarray:
+    """The colour-mapped ``values`` over the image, more opaque where the value is high.
+
+    A uniform blend tints the whole photo with the colour map's low end; with
+    the opacity following the (min-max scaled) value, weakly attended regions
+    show the photo and strongly attended ones the colour map.
+    """
+    heat = apply_colormap(values, cmap=cmap).astype(np.float32)
+    weight = (to_gray(values).astype(np.float32) / 255.0 * alpha)[..., None]
+    out = rgb.astype(np.float32) * (1.0 - weight) + heat * weight
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _contour(img: np.ndarray, mask: np.ndarray, color: Sequence[int] = (255, 255, 255)) -> np.ndarray:
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(img, contours, -1, tuple(int(c) for c in color), max(1, round(min(img.shape[:2]) / 200)))
+    return img
+
+
+def attention_summary(
+    maps: AttentionMaps, cmap: str = "viridis", tile_height: int = 240, max_cols: int = 8, gap: int = 6
+) -> np.ndarray:
+    """One figure of an image's attention: the image, the mean map and every head, labelled, in a grid.
+
+    Each map is colour-mapped on its own range (the label gives its peak
+    value); with a threshold, the kept region is outlined in white, as in
+    DINO's figures. Tiles are ``tile_height`` pixels high (at most the image's
+    height), at most ``max_cols`` to a row.
+    """
+    H, W = maps.image.shape[:2]
+    th = min(tile_height, H)
+    tw = max(1, int(round(W * th / H)))
+
+    def tile(img: np.ndarray, label: str) -> np.ndarray:
+        t = cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA if th < H else cv2.INTER_NEAREST)
+        scale = max(0.35, th / 480)
+        put_label(t, label, (4, 4 + 22 * scale), scale=scale)
+        return t
+
+    def heat(values: np.ndarray, mask: Optional[np.ndarray]) -> np.ndarray:
+        img = apply_colormap(values, cmap=cmap)
+        return _contour(img, mask) if mask is not None else img
+
+    stride = f", stride {maps.stride}" if maps.stride != maps.patch_size else ""
+    tiles = [tile(maps.image, f"image{stride}")]
+    tiles.append(tile(heat(maps.mean, maps.mean_mask), f"mean of {maps.num_heads} heads"))
+    for h in range(maps.num_heads):
+        mask = maps.masks[h] if maps.masks is not None else None
+        tiles.append(tile(heat(maps.attention[h], mask), f"head {h}  peak {maps.grid_attention[h].max():.2g}"))
+    n = len(tiles)
+    nrows = -(-n // max(1, max_cols))
+    ncols = -(-n // nrows)
+    canvas = np.full((nrows * th + (nrows - 1) * gap, ncols * tw + (ncols - 1) * gap, 3), 255, np.uint8)
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, ncols)
+        canvas[r * (th + gap) : r * (th + gap) + th, c * (tw + gap) : c * (tw + gap) + tw] = t
+    return canvas
 
 
 def save_attention_maps(
     maps: AttentionMaps,
     out_dir: PathLike,
     cmap: str = "viridis",
-    alpha: float = 0.6,
+    alpha: float = 0.75,
     save_arrays: bool = False,
     overwrite: bool = True,
 ) -> list[Path]:
     """Write the maps of one image into ``out_dir``; returns the files written.
 
+    ``summary.png`` (image, mean and every head in one labelled figure);
     ``img.png`` (the resized image); per head ``attn-head{h}.png`` (colour
     map, each head scaled to its own range) and ``overlay-head{h}.png`` (the
-    map blended over the image); ``attn-mean.png`` / ``overlay-mean.png``;
-    with a threshold, ``mask-head{h}.png`` / ``mask-mean.png`` (the kept
-    region tinted and outlined); with ``save_arrays``, ``attention.safetensors``.
+    map over the image, opacity following the value); ``attn-mean.png`` /
+    ``overlay-mean.png``; with a threshold, ``mask-head{h}.png`` /
+    ``mask-mean.png`` (the kept region outlined, the rest darkened); with
+    ``save_arrays``, ``attention.safetensors``.
     """
     out = Path(out_dir)
     written: list[Path] = []
@@ -203,14 +271,12 @@ def save_attention_maps(
     put("img.png", maps.image)
     colours = palette(maps.num_heads + 1)
     for h in range(maps.num_heads):
-        heat = apply_colormap(maps.attention[h], cmap=cmap)
-        put(f"attn-head{h}.png", heat)
-        put(f"overlay-head{h}.png", blend(maps.image, heat, alpha))
+        put(f"attn-head{h}.png", apply_colormap(maps.attention[h], cmap=cmap))
+        put(f"overlay-head{h}.png", attention_overlay(maps.image, maps.attention[h], cmap, alpha))
         if maps.masks is not None:
             put(f"mask-head{h}.png", mask_overlay(maps.image, maps.masks[h], colours[h]))
-    heat = apply_colormap(maps.mean, cmap=cmap)
-    put("attn-mean.png", heat)
-    put("overlay-mean.png", blend(maps.image, heat, alpha))
+    put("attn-mean.png", apply_colormap(maps.mean, cmap=cmap))
+    put("overlay-mean.png", attention_overlay(maps.image, maps.mean, cmap, alpha))
     if maps.mean_mask is not None:
         put("mask-mean.png", mask_overlay(maps.image, maps.mean_mask, colours[maps.num_heads]))
     if save_arrays:
@@ -220,12 +286,14 @@ def save_attention_maps(
         meta = {"patch_size": str(maps.patch_size), "stride": str(maps.stride), "grid": f"{maps.grid[0]},{maps.grid[1]}",
                 "threshold": "none" if maps.threshold is None else str(maps.threshold)}
         written.append(save_tensors(out / "attention.safetensors", tensors, meta, overwrite=overwrite))
+    # written last: its presence marks the image as finished
+    put("summary.png", attention_summary(maps, cmap=cmap))
     return written
 
 
 def expected_files(num_heads: int, threshold: Optional[float], save_arrays: bool = False) -> list[str]:
     """Names :func:`save_attention_maps` writes (used to skip finished images)."""
-    names = ["img.png", "attn-mean.png", "overlay-mean.png"]
+    names = ["summary.png", "img.png", "attn-mean.png", "overlay-mean.png"]
     for h in range(num_heads):
         names += [f"attn-head{h}.png", f"overlay-head{h}.png"] + ([f"mask-head{h}.png"] if threshold is not None else [])
     if threshold is not None:
@@ -238,6 +306,8 @@ def expected_files(num_heads: int, threshold: Optional[float], save_arrays: bool
 __all__ = [
     "AttentionMaps",
     "attention_maps",
+    "attention_overlay",
+    "attention_summary",
     "expected_files",
     "keep_mass",
     "mask_overlay",

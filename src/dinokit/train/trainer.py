@@ -146,12 +146,17 @@ class StopRequest:
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "StopRequest":
+        self._pid = os.getpid()
         if self._enabled:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:
+            # A forked data-loader worker inherits this handler; a Ctrl-C reaches the whole process group, and
+            # the main process stops the workers itself once it has saved.
+            return
         if self.signal_name is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signal_name = signal.Signals(signum).name
@@ -165,6 +170,18 @@ class StopRequest:
     @property
     def requested(self) -> bool:
         return self.signal_name is not None
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """Data-loader worker set-up: SIGINT and SIGTERM are the main process's business.
+
+    A Ctrl-C, ``kill -TERM -PGID`` or a job scheduler's stop reaches every
+    process of the group. PyTorch's workers would die of it, and the main
+    process would then fail in the middle of a step; ignoring the signal lets
+    the main process finish the step, save and shut the workers down itself.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def default_num_workers(device: torch.device) -> int:
@@ -312,7 +329,9 @@ class DinoTrainer:
             student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
             teacher = nn.SyncBatchNorm.convert_sync_batchnorm(teacher)
         student.to(device).train()
-        teacher.to(device).eval()
+        # As the reference: the teacher stays in training mode (it has no drop-path, so this only matters for
+        # batch norm in the head, which then normalises with the batch's statistics like the student's).
+        teacher.to(device).train()
         if info.distributed:
             ddp_student: nn.Module = nn.parallel.DistributedDataParallel(
                 student, device_ids=[device.index] if device.type == "cuda" else None
@@ -412,7 +431,8 @@ class DinoTrainer:
                 # The loader draws its workers' base seed from the global generator: make that reproducible too.
                 torch.manual_seed(sample_seed(cfg.seed, step, -1 - info.rank) % (2**63))
                 loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=num_workers,
-                                    collate_fn=collate_crops, drop_last=True, pin_memory=device.type == "cuda")
+                                    collate_fn=collate_crops, drop_last=True, pin_memory=device.type == "cuda",
+                                    worker_init_fn=ignore_stop_signals if num_workers else None)
                 epoch_end = min((epoch + 1) * niter, end_step)
                 bar = _progress(self.progress and main, niter, start_batch, f"epoch {epoch + 1}/{cfg.epochs}")
                 t_epoch = time.perf_counter()
