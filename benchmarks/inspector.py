@@ -24,33 +24,25 @@ The server is stopped with SIGINT (Ctrl-C) at the end and must exit with 0.
 
 from __future__ import annotations
 
+import argparse
+import http.client
+import json
 import os
+import signal
+import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
 
-# This file is named like the standard library's ``inspect``: keep its folder off the import path
-# so that ``import inspect`` (done by torch, flask, dataclasses, ...) finds the real one.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+import numpy as np
 
-import argparse  # noqa: E402
-import http.client  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from urllib.parse import urlsplit  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _util  # noqa: E402
+from _util import print_table  # noqa: E402
 
-import numpy as np  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("_bench_util", os.path.join(_HERE, "_util.py"))
-_util = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_util)  # type: ignore[union-attr]
-print_table = _util.print_table
-
-ROOT = Path(_HERE).parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def find_pair(shared: Path) -> tuple[Path, Path]:
@@ -136,7 +128,10 @@ def main() -> None:
         cmd = [sys.executable, "-m", "dinokit", "inspect", str(img_a), str(img_b), "--weights", str(weights),
                "--load-size", str(args.load_size), "--stride", str(args.stride), "--device", args.device, "-q"]
         t0 = time.perf_counter()
-        server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        # SIGINT is ignored by programs started in the background of a non-interactive shell; the server
+        # must see Ctrl-C as a user's terminal sends it, so restore the default handling in the child
+        server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             url = server.stdout.readline().strip()  # printed once the descriptors are computed
             if not url.startswith("http://127.0.0.1:"):

@@ -23,6 +23,15 @@ from dinokit.tasks.correspondences import (
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy machine idle-spinning workers stall small ops."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # --- golden best buddies ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def golden(golden_dir):
@@ -286,8 +295,11 @@ def test_cli_correspond_pair_end_to_end(tmp_path, data_dir, tiny_weights):
     for p in info["pairs"]:
         assert 0 <= p["a"][0] <= wa and 0 <= p["a"][1] <= ha
         assert 0 <= p["b"][0] <= wb and 0 <= p["b"][1] <= hb
+    # small images are drawn enlarged (longest side 512), both at the taller one's height
     side = Image.open(out / "pair.png")
-    assert side.height == max(ha, hb) and side.width > wa + wb * ha / hb * 0.9
+    ha2, hb2 = round(ha * 512 / max(wa, ha)), round(hb * 512 / max(wb, hb))
+    assert side.height == max(ha2, hb2) and side.width > 2 * side.height * min(wa / ha, wb / hb)
+    assert Image.open(out / f"A_{a.stem}.png").size == (512, ha2)
     first = (out / "correspondences.json").read_text()
     mtime = (out / "correspondences.json").stat().st_mtime_ns
     assert main(args) == 0  # finished: skipped
@@ -313,3 +325,46 @@ def test_cli_correspond_pairs_dir(tmp_path, data_dir, tiny_weights, capsys):
     (root / "p3" / a.name).write_bytes(a.read_bytes())
     assert main(["correspond", "--pairs-dir", str(root), "-o", str(out), "--weights", str(tiny_weights), "-q"]) == 2
     assert "p3: holds 1 image(s)" in capsys.readouterr().err
+
+
+# --- pictures ----------------------------------------------------------------------------------------------------
+def test_number_tags_stay_inside_their_own_image():
+    from dinokit.tasks.draw import draw_matches
+
+    gray = np.full((100, 120, 3), 128, np.uint8)
+    pa, pb = np.array([[112.0, 3.0], [60.0, 96.0]]), np.array([[8.0, 3.0], [60.0, 50.0]])  # discs inside
+    side = draw_matches(gray, gray, pa, pb, lines=False, gap=10)
+    changed = (side != np.array([128, 128, 128])).any(axis=2) & (side != 255).any(axis=2)
+    assert (side[:, 120:130] == 255).all(), "nothing may be drawn in the gap between the images"
+    ys, xs = np.nonzero(changed[:, :120])
+    assert len(xs) and xs.max() < 120
+    # the tag of the top-right point of A went left and down (inside A), that of the bottom point up
+    assert changed[0:25, 90:112].sum() > 20 and changed[70:92, 60:85].sum() > 20
+    ys, xs = np.nonzero(changed[:, 130:])
+    assert xs.min() >= 0 and changed[0:25, 130:160].sum() > 20
+
+
+def test_tags_avoid_each_other():
+    from dinokit.tasks.draw import _overlap, _place_label
+
+    taken, dots = [], []
+    for p in np.array([[50.0, 50.0], [52.0, 51.0], [49.0, 53.0], [51.0, 48.0]]):
+        box = _place_label(p, (14.0, 12.0), 5.0, (0.0, 0.0, 200.0, 200.0), taken, dots)
+        assert all(_overlap(box, t) == 0 for t in taken)
+        assert 0 <= box[0] and box[2] <= 200 and 0 <= box[1] and box[3] <= 200
+        taken.append(box)
+
+
+def test_pictures_of_small_and_empty_results():
+    from dinokit.tasks.correspondences import Correspondences, draw_correspondences
+
+    geo = GridGeometry((1, 1), 8, 4, (8, 8), (8, 8))
+    empty = Correspondences(*(np.zeros((0, 2)),) * 4, *(np.zeros(0, np.int64),) * 2, *(np.zeros(0),) * 3,
+                            geo, geo, 0, 0)
+    rgb = np.full((150, 200, 3), 200, np.uint8)
+    side, pa, pb = draw_correspondences(rgb, rgb, empty)
+    assert pa.shape == (384, 512, 3)  # small images are drawn enlarged: longest side 512
+    assert side.shape[0] == 384
+    assert pa[:10].mean() < 120 and pa[-50:].mean() == 200  # "no correspondences" band on top
+    big = np.full((3000, 4000, 3), 200, np.uint8)
+    assert draw_correspondences(big, rgb, empty)[1].shape == (768, 1024, 3)  # and large ones reduced

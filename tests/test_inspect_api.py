@@ -348,6 +348,27 @@ def test_settings_recompute_in_the_background(fresh):
     assert _wait_ready(c)["settings"] == {"layer": 3, "facet": "key", "bin": False, "stride": 4}
 
 
+def test_log_binned_view_answers_as_the_explicit_descriptors(fresh, extractor, images):
+    """Binned settings are held implicitly; queries, PCA and correspondences see the extractor's binned descriptors."""
+    s, c = fresh
+    s.compute(s.validate(layer=9, facet="key", bin=True, stride=8))
+    view = s.view()
+    assert view.index.binned is not None and view.index.matrix is None
+    ex8 = Extractor(extractor.model, stride=8, load_size=LOAD, device="cpu")
+    explicit = [ex8.extract(p, 9, "key", bin=True).get()[0] for p in images]
+    torch.testing.assert_close(view.raw_descriptors(1), explicit[1], rtol=1e-4, atol=1e-4)
+    res = c.get("/api/query?image=0&x=120&y=90&scores=1").get_json()
+    g0 = view.geometries[0]
+    q = explicit[0][int(g0.xy_to_index((120.0, 90.0), original=True))]
+    for m, d in zip(res["maps"], explicit):
+        expected = torch.nn.functional.cosine_similarity(q[None], d, dim=1).reshape(m["grid"])
+        np.testing.assert_allclose(np.array(m["scores"]), expected.numpy(), atol=1e-4)
+    pca = c.get("/api/pca").get_json()
+    assert len(pca["maps"]) == 2 and pca["settings"]["bin"] is True
+    corr = c.get("/api/correspondences?num_pairs=3&thresh=0").get_json()
+    assert 0 < len(corr["pairs"]) <= 3
+
+
 def test_a_later_request_replaces_a_pending_one(fresh):
     s, c = fresh
     c.post("/api/settings", json={"layer": 2})

@@ -13,6 +13,15 @@ from dinokit.features import Extractor, GridGeometry
 from dinokit.tasks.pca import DescriptorPCA, PCAResult, component_images, pca_descriptors, pca_images
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy machine idle-spinning workers stall small ops."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _anisotropic(n, d, seed=0):
     g = torch.Generator().manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
@@ -43,6 +52,21 @@ def test_pca_finds_known_axes_and_matches_svd(n, d):
         DescriptorPCA(d + n).fit(x)
     with pytest.raises(DinokitError):
         DescriptorPCA(0)
+
+
+@pytest.mark.parametrize("n,d", [(400, 40), (30, 60)])
+def test_randomized_path_for_large_dimensions_matches_the_exact_one(n, d):
+    """Log-binned descriptors have thousands of dimensions: there the randomized SVD gives the same components."""
+    x, _ = _anisotropic(n, d, seed=3)
+    exact = DescriptorPCA(3).fit(x)
+    fast = DescriptorPCA(3, exact_max_dim=10).fit(x)  # forces the randomized path
+    again = DescriptorPCA(3, exact_max_dim=10).fit(x)
+    torch.testing.assert_close(fast.components_, exact.components_, atol=1e-4, rtol=0)
+    torch.testing.assert_close(fast.explained_variance_ratio_, exact.explained_variance_ratio_, atol=1e-5, rtol=1e-4)
+    assert torch.equal(fast.components_, again.components_)  # seeded
+    state = torch.random.get_rng_state()
+    DescriptorPCA(3, exact_max_dim=10).fit(x)
+    assert torch.equal(state, torch.random.get_rng_state())  # the caller's random state is left alone
 
 
 def test_joint_and_per_image():

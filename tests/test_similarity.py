@@ -15,6 +15,15 @@ from dinokit.errors import DinokitError
 from dinokit.features import Extractor, GridGeometry
 from dinokit.tasks.similarity import SimilarityIndex, refine_peak, similarity_maps, upsample_grid
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy machine idle-spinning workers stall small ops."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # non-square, sides not multiples of the stride, original size not a multiple of the resized one
 GEOMS = [GridGeometry((7, 10), 8, 4, (34, 47), (101, 139)), GridGeometry((9, 6), 8, 4, (41, 30), (77, 57))]
 
@@ -60,6 +69,28 @@ def test_masks_and_errors(index):
         SimilarityIndex([torch.zeros(70, 3), torch.zeros(54, 4)], GEOMS)
     with pytest.raises(DinokitError, match="grid"):
         SimilarityIndex([torch.zeros(71, 3)], GEOMS[:1])
+
+
+def test_log_binned_index_equals_the_explicit_one():
+    """Implicit log-binned descriptors (two D-dim products per query) give the explicit binned similarities."""
+    from dinokit.features import log_bin
+    from dinokit.tasks.binned_similarity import LogBinned
+
+    g = torch.Generator().manual_seed(1)
+    raws = [torch.randn(geo.num_patches, 6, generator=g) for geo in GEOMS]
+    explicit = SimilarityIndex([log_bin(r[None], geo.grid)[0] for r, geo in zip(raws, GEOMS)], GEOMS)
+    implicit = SimilarityIndex([LogBinned(r, geo.grid) for r, geo in zip(raws, GEOMS)], GEOMS)
+    assert implicit.dim == explicit.dim == 17 * 6
+    for image, xy in ((0, (60.0, 45.0)), (1, (3.0, 70.0)), (0, (139.0, 0.0))):
+        for m1, m2 in zip(implicit.query(image, xy), explicit.query(image, xy)):
+            np.testing.assert_allclose(m1.scores, m2.scores, atol=2e-6)
+            assert m1.best_index == m2.best_index
+        only = implicit.query(image, xy, targets=[1])[0]
+        np.testing.assert_allclose(only.scores, explicit.query(image, xy, targets=[1])[0].scores, atol=2e-6)
+    torch.testing.assert_close(implicit.descriptors(1), explicit.descriptors(1), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(implicit.similarity(0, 1), explicit.similarity(0, 1), atol=2e-6, rtol=1e-5)
+    with pytest.raises(DinokitError, match="mix"):
+        SimilarityIndex([LogBinned(raws[0], GEOMS[0].grid), raws[1]], GEOMS)
 
 
 @pytest.mark.parametrize("geo", GEOMS)
@@ -125,8 +156,14 @@ def test_cli_similarity(tmp_path, data_dir, tiny_weights, capsys):
         assert own["best_score"] == pytest.approx(1.0, abs=1e-5)
         assert own["best_xy"] == pytest.approx(rec["query_patch_center"])
         assert 0 <= other["best_xy"][0] <= wb and 0 <= other["best_xy"][1] <= hb
-    panel = Image.open(out / "point1.png")
-    assert panel.mode == "RGB" and panel.height == max(h, Image.open(files[1]).height)
+    # panels drawn at least 384 px tall (small images enlarged), with a caption above and a colour bar below
+    panel = np.asarray(Image.open(out / "point1.png"))
+    assert panel.ndim == 3 and 384 + 40 < panel.shape[0] < 384 + 160
+    assert panel.shape[1] > 2 * 384 * min(w / h, wb / hb)
+    white = (panel == 255).all(axis=2)
+    assert white[:8].mean() > 0.8 and white[-6:].mean() > 0.7  # caption and scale strips on white
+    bar_rows = [y for y in range(panel.shape[0] - 80, panel.shape[0]) if (~white[y]).mean() > 0.4]
+    assert bar_rows, "no colour bar under the panels"
     from safetensors.torch import load_file
 
     maps = load_file(str(out / "point2_maps.safetensors"))

@@ -13,6 +13,7 @@ from ..errors import DinokitError
 from ..features import FACETS, IMAGE_SUFFIXES, open_image
 from ..io import save_image, save_json
 from .common import STRIDE_HELP, parse_stride, add_model_args, add_overwrite, add_quiet, extractor_from_args, parse_load_size
+from .common import parse_heads
 
 RESULT_FILE = "correspondences.json"
 
@@ -37,10 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--facet", choices=FACETS, default="key", help="descriptor facet (default key)")
     p.add_argument("--no-bin", dest="bin", action="store_false", help="plain instead of log-binned descriptors")
     p.add_argument("--thresh", type=float, default=0.05, help="saliency threshold of the foreground (default 0.05)")
-    p.add_argument("--saliency-heads", type=lambda s: [int(v) for v in s.split(",")], default=None,
+    p.add_argument("--saliency-heads", type=parse_heads, default=None,
                    help="comma-separated heads of the last block averaged for saliency (default: the model's, else all)")
     p.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
-    p.add_argument("--max-side", type=int, default=1024, help="longest side of the drawn pictures (default 1024)")
+    p.add_argument("--max-side", type=int, default=1024, help="longest side of the drawn pictures, at most (default 1024)")
+    p.add_argument("--min-side", type=int, default=512,
+                   help="smaller images are drawn enlarged to this longest side, so that points and numbers stay "
+                        "legible (default 512; 0 draws them at their own size)")
     add_overwrite(p)
     add_quiet(p)
     p.set_defaults(func=run)
@@ -73,7 +77,8 @@ def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path, Path]]:
     return [(a, b, args.out)]
 
 
-def write_pair(finder, a: Path, b: Path, out: Path, max_side: int = 1024, overwrite: bool = True) -> dict:
+def write_pair(finder, a: Path, b: Path, out: Path, max_side: int = 1024, overwrite: bool = True,
+               min_side: int = 512) -> dict:
     """Find, draw and save the correspondences of one pair; ``correspondences.json`` is written last."""
     from ..tasks.correspondences import draw_correspondences
 
@@ -81,7 +86,7 @@ def write_pair(finder, a: Path, b: Path, out: Path, max_side: int = 1024, overwr
         warnings.simplefilter("ignore", RuntimeWarning)
         res = finder.find(a, b)
     rgb_a, rgb_b = np.asarray(open_image(a)), np.asarray(open_image(b))
-    side, pa, pb = draw_correspondences(rgb_a, rgb_b, res, max_side=max_side)
+    side, pa, pb = draw_correspondences(rgb_a, rgb_b, res, max_side=max_side or None, min_side=min_side or None)
     save_image(out / "pair.png", side, overwrite)
     save_image(out / f"A_{a.stem}.png", pa, overwrite)
     save_image(out / f"B_{b.stem}.png", pb, overwrite)
@@ -97,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.num_pairs < 1:
         raise DinokitError(f"--num-pairs must be at least 1, got {args.num_pairs}")
+    if args.max_side < 0 or args.min_side < 0 or (args.max_side and args.min_side > args.max_side):
+        raise DinokitError(f"need 0 <= --min-side <= --max-side, got {args.min_side} and {args.max_side}")
     jobs = _jobs(args)
     todo = [j for j in jobs if args.overwrite or not (j[2] / RESULT_FILE).exists()]
     skipped = len(jobs) - len(todo)
@@ -106,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
                                       thresh=args.thresh, saliency_heads=args.saliency_heads, seed=args.seed)
         empty = []
         for a, b, out in tqdm(todo, desc="correspond", unit="pair", disable=args.quiet or len(todo) < 2):
-            info = write_pair(finder, a, b, out, args.max_side, overwrite=True)
+            info = write_pair(finder, a, b, out, args.max_side, overwrite=True, min_side=args.min_side)
             if info["num_pairs"] == 0:
                 empty.append(out)
         for out in empty:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..features import FACETS
-from .common import add_model_args, add_quiet, extractor_from_args, parse_load_size
+from .common import STRIDE_HELP, add_model_args, add_quiet, extractor_from_args, parse_load_size, parse_stride
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.add_argument("--load-size", type=parse_load_size, default=224,
                    help="smaller image edge after resizing (default 224)")
-    p.add_argument("--stride", type=int, default=4, help="initial patch stride, must divide the patch size (default 4)")
+    p.add_argument("--stride", type=parse_stride, default="auto", help="initial " + STRIDE_HELP)
     p.add_argument("--layer", type=int, default=11, help="initial block of the descriptors (default 11)")
     p.add_argument("--facet", choices=FACETS, default="key", help="initial descriptor facet (default key)")
     p.add_argument("--bin", action="store_true", help="start with log-binned descriptors")
@@ -41,6 +41,6 @@ def run(args: argparse.Namespace) -> int:
 
     paths = list_images(args.images, recursive=False)
     ex = extractor_from_args(args, stride=args.stride, load_size=args.load_size)
-    return serve_inspector(paths, extractor=ex, layer=args.layer, facet=args.facet, bin=args.bin, stride=args.stride,
+    return serve_inspector(paths, extractor=ex, layer=args.layer, facet=args.facet, bin=args.bin, stride=ex.stride,
                            host=args.host, port=args.port, open_browser=args.open, log_requests=args.log_requests,
                            progress=not args.quiet)

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import DinokitError
 from ..features import FACETS, list_images
-from ..io import save_image, write_atomic
+from ..io import save_image, save_json, write_atomic
 from .common import STRIDE_HELP, parse_stride, add_model_args, add_overwrite, add_quiet, extractor_from_args, parse_load_size
 
 
@@ -20,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="PCA of dense descriptors: each component as an image",
         description="PCA of the descriptors of all images together (default, as the paper's figures) or of each "
                     "image. Writes <name>_pca<i>.png per component (grayscale, min-max per image), "
-                    "<name>_pca_rgb.png of the last three components, resized to the original image, and "
-                    "<name>_pca.npy (rows x cols x k) with --save-arrays.",
+                    "<name>_pca_rgb.png of the last three components, resized to the original image, "
+                    "<name>_pca.npy (rows x cols x k) with --save-arrays, and pca.json (explained variance).",
     )
     p.add_argument("images", nargs="+", help="image files, folders or glob patterns")
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
@@ -97,6 +97,16 @@ def run(args: argparse.Namespace) -> int:
             arr = res.components.astype(np.float32)
             write_atomic(out / f"{name}_pca.npy", lambda tmp, a=arr: _save_npy(tmp, a))
         written += 1
+    save_json(out / "pca.json", {
+        "scope": "per image" if args.per_image else "joint",
+        "settings": {"components": args.components, "layer": args.layer, "facet": args.facet, "bin": args.bin,
+                     "stride": ex.stride, "load_size": args.load_size, "interp": args.interp},
+        "images": [{"image": str(path), "name": name, "grid_rows_cols": list(res.geometry.grid),
+                    "explained_variance_ratio": [float(v) for v in res.explained_variance_ratio]}
+                   for path, name, res in zip(paths, names, results)],
+        "pictures": "<name>_pca<i>.png: component i (0 = largest variance), min-max scaled per image; "
+                    "<name>_pca_rgb.png: the last three components as R, G, B",
+    })
     if not args.quiet:
         ratio = ", ".join(f"{v:.3f}" for v in results[0].explained_variance_ratio)
         scope = "per image" if args.per_image else "joint"

@@ -37,7 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bin", action="store_true", help="log-binned descriptors")
     p.add_argument("--cmap", default="jet", help="colormap: jet, turbo, viridis, inferno, magma, plasma, hot (default jet)")
     p.add_argument("--alpha", type=float, default=0.6, help="opacity of the heat map over the image (default 0.6)")
-    p.add_argument("--height", type=int, default=None, help="height of each panel in pixels (default: the tallest image, at most 512)")
+    p.add_argument("--scale", choices=["image", "joint"], default="image",
+                   help="colour range of each heat map: its own (default, as the reference) or shared by all "
+                        "images, so colours compare across images")
+    p.add_argument("--height", type=int, default=None, help="height of each image panel in pixels (default: the tallest image, kept within 384..512)")
     p.add_argument("--save-arrays", action="store_true",
                    help="also write the grid maps (point<k>_maps.safetensors, one (rows, cols) map per image)")
     add_overwrite(p)
@@ -46,18 +49,42 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def render_point(rgbs: list[np.ndarray], maps, query_xy, cmap: str = "jet", alpha: float = 0.6,
-                 height: int | None = None) -> np.ndarray:
-    """Side-by-side heat maps of one query: the query image first (query ringed), then each image with its best match."""
-    from ..tasks.draw import draw_marker, heatmap_overlay, hstack
+                 height: int | None = None, scale: str = "image", names: list[str] | None = None) -> np.ndarray:
+    """Side-by-side heat maps of one query, each panel titled and with its colour scale.
 
-    panels = []
-    for i, (rgb, m) in enumerate(zip(rgbs, maps)):
-        heat = m.upsample("original")
-        panel = heatmap_overlay(rgb, heat, alpha=alpha, cmap=cmap)
-        panel = draw_marker(panel, query_xy if i == 0 else m.best_xy, (255, 255, 255), kind="ring" if i == 0 else "cross")
-        panels.append(panel)
-    h = height if height is not None else min(512, max(p.shape[0] for p in panels))
-    canvas, _ = hstack(panels, height=h)
+    The query image comes first with the query point ringed; every other
+    image has its best match crossed. ``scale="image"`` colours each map over
+    its own range (as the reference's inspector), ``"joint"`` over the range
+    of all maps, so that colours compare across images.
+    """
+    from ..tasks.draw import caption, colorbar, draw_marker, heatmap_overlay, hstack, resize_image, vstack
+
+    if scale == "joint":
+        lo = min(float(np.min(m.scores[np.isfinite(m.scores)])) for m in maps)
+        hi = max(float(np.max(m.scores[np.isfinite(m.scores)])) for m in maps)
+        ranges = [(lo, hi)] * len(maps)
+    else:
+        ranges = [(float(np.min(m.scores[np.isfinite(m.scores)])), float(np.max(m.scores[np.isfinite(m.scores)])))
+                  for m in maps]
+    tallest = max(r.shape[0] for r in rgbs)
+    h = height if height is not None else int(np.clip(tallest, 384, 512))
+    font = float(np.clip(h / 700, 0.45, 0.7))
+    marker = max(8, int(round(h / 40)))  # the same marker size on every panel
+    columns = []
+    for i, (rgb, m, (lo, hi)) in enumerate(zip(rgbs, maps, ranges)):
+        panel, s = resize_image(heatmap_overlay(rgb, m.upsample("original"), alpha=alpha, cmap=cmap, vmin=lo, vmax=hi),
+                                height=h)
+        if i == 0:
+            panel = draw_marker(panel, np.asarray(query_xy, dtype=np.float64) * s, (255, 255, 255), marker, "ring")
+            text = f"query ({query_xy[0]:.0f}, {query_xy[1]:.0f})"
+        else:
+            panel = draw_marker(panel, m.best_xy * s, (255, 255, 255), marker, "cross")
+            text = f"best {m.best_score:.3f} at ({m.best_xy[0]:.0f}, {m.best_xy[1]:.0f})"
+        if names is not None:
+            text = f"{names[i]}: {text}"
+        columns.append(vstack([caption(panel.shape[1], text, font_scale=font), panel,
+                               colorbar(panel.shape[1], lo, hi, cmap, label="cosine similarity", font_scale=font)]))
+    canvas, _ = hstack(columns, height=None)
     return canvas
 
 
@@ -90,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
     records = []
     for k, (x, y) in enumerate(tqdm(args.point, desc="similarity", unit="point", disable=args.quiet or len(args.point) < 2), 1):
         maps = index.query(0, (x, y))
-        save_image(out / f"point{k}.png", render_point(rgbs, maps, (x, y), args.cmap, args.alpha, args.height))
+        names = [p.name for p in paths]
+        save_image(out / f"point{k}.png",
+                   render_point(rgbs, maps, (x, y), args.cmap, args.alpha, args.height, args.scale, names))
         if args.save_arrays:
             save_tensors(out / f"point{k}_maps.safetensors",
                          {f"image{i}": torch.from_numpy(m.scores.copy()) for i, m in enumerate(maps)},
@@ -101,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
             "query": [x, y],
             "query_patch_center": index.geometries[0].index_to_xy(q_idx, original=True).tolist(),
             "matches": [{"image": str(p), "best_xy": m.best_xy.tolist(), "best_score": m.best_score,
-                         "grid_rows_cols": list(m.geometry.grid)} for p, m in zip(paths, maps)],
+                         "min_score": float(m.scores.min()), "grid_rows_cols": list(m.geometry.grid)}
+                        for p, m in zip(paths, maps)],
         })
     save_json(out / RESULT_FILE, {
         "coordinates": "(x, y) pixels of the original images, origin at the top-left corner",

@@ -22,7 +22,7 @@ import sys
 import threading
 import warnings
 from importlib import resources
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -459,6 +459,8 @@ def serve_inspector(
     finally:
         # the background computation stops after its current image; wait for it so that no thread is
         # still in native code when the interpreter exits
+        if progress and session.status()["state"] == "computing":
+            print("dinokit inspect: stopping after the image being computed...", file=sys.stderr, flush=True)
         session.close()
     if progress:
         print("dinokit inspect: stopped", file=sys.stderr)

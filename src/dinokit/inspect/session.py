@@ -27,6 +27,7 @@ from torch import Tensor
 from ..errors import DinokitError
 from ..features import FACETS, Extractor, GridGeometry, LoadedImage, open_image
 from ..tasks.draw import COLORMAPS, palette
+from ..tasks.binned_similarity import LogBinned
 from ..tasks.similarity import SimilarityIndex
 from .render import GridUpsampler, data_url, display_jpeg, encode_png, heatmap_jpeg, heatmap_png
 
@@ -78,9 +79,10 @@ class InspectorImage:
 class DescriptorView:
     """Descriptors of every image for one :class:`ViewSettings`.
 
-    ``index`` holds the L2-normalised descriptors (one matrix for all images);
-    ``norms[i]`` the original row norms, so the raw descriptors the PCA and
-    correspondence tasks expect are ``index.descriptors(i) * norms[i]``;
+    ``index`` holds the L2-normalised descriptors (one matrix for all images),
+    or the implicit log-binned ones; ``norms[i]`` the original row norms, so
+    the raw descriptors the PCA task expects are ``index.descriptors(i) * norms[i]``
+    (:meth:`raw_descriptors`);
     ``saliency[i]`` is image ``i``'s ``(T,)`` CLS-attention saliency.
     """
 
@@ -102,8 +104,16 @@ class DescriptorView:
         return self.index.geometries
 
     def raw_descriptors(self, image: int) -> Tensor:
-        """Image ``image``'s ``(T, D)`` descriptors as extracted (un-normalised)."""
+        """Image ``image``'s ``(T, D)`` descriptors as extracted (un-normalised; explicit when log-binned)."""
+        if self.index.binned is not None:
+            return self.index.binned[image].dense()
         return self.index.descriptors(image) * self.norms[image][:, None]
+
+    def matching(self, image: int) -> Any:
+        """What the correspondences task compares: the implicit log-binned descriptors, else the raw ones."""
+        if self.index.binned is not None:
+            return self.index.binned[image]
+        return self.raw_descriptors(image)
 
 
 class _Cancelled(Exception):
@@ -220,7 +230,7 @@ class InspectorSession:
         if stride not in self._extractors:
             ex = self.extractor
             self._extractors[stride] = Extractor(ex.model, stride=stride, load_size=ex.load_size, device=ex.device,
-                                                 dtype=ex.dtype)
+                                                 dtype=ex.dtype, saliency_heads=ex.saliency_heads)
         return self._extractors[stride]
 
     # --- computing descriptors ----------------------------------------------------
@@ -230,10 +240,14 @@ class InspectorSession:
         ex = self._extractor(s.stride)
         descs, norms, sal, geoms = [], [], [], []
         for i, im in enumerate(self.images):
-            f = ex.extract(im.loaded, s.layer, s.facet, bin=s.bin, saliency=True)
+            f = ex.extract(im.loaded, s.layer, s.facet, bin=False, saliency=True)
             d = f.get()[0]
+            if s.bin:  # held implicitly: 17x less memory and faster queries (binned_similarity)
+                d = LogBinned(d, f.geometry[0].grid)
+                norms.append(d.norms().clamp_min(1e-12))
+            else:
+                norms.append(d.norm(dim=-1).clamp_min(1e-12))
             descs.append(d)
-            norms.append(d.norm(dim=-1).clamp_min(1e-12))
             sal.append(f.saliency[0])
             geoms.append(f.geometry[0])
             on_image(i + 1)
@@ -540,7 +554,7 @@ class InspectorSession:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # an empty result is reported in the answer
                 res = select_correspondences(
-                    view.raw_descriptors(a), view.raw_descriptors(b), view.saliency[a], view.saliency[b],
+                    view.matching(a), view.matching(b), view.saliency[a], view.saliency[b],
                     view.geometries[a], view.geometries[b], num_pairs=num_pairs, thresh=thresh, seed=0)
             colors = palette(len(res))
             pairs = [{"a": [float(v) for v in res.points_a[k]], "b": [float(v) for v in res.points_b[k]],

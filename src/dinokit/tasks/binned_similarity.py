@@ -149,18 +149,24 @@ class LogBinned:
     def cosine_to(self, queries: Tensor) -> Tensor:
         """Cosine similarity ``(N, T)`` of explicit binned query descriptors ``(N, 17 D)`` to every position.
 
-        One ``D``-dim product per level and bin-wise gathers; used for a few
-        query points (dense matching), where it avoids materialising ``(T, 17 D)``.
+        One ``D``-dim product per level (all bins of the level at once) and
+        bin-wise gathers; used for a few query points (dense matching), where
+        it avoids materialising ``(T, 17 D)``.
         """
         q = torch.as_tensor(queries).float().to(self.device)
         d = self.maps[0].shape[1]
         if q.dim() != 2 or q.shape[1] != self.dim:
             raise DinokitError(f"queries must be (N, {self.dim}), got {tuple(q.shape)}")
+        n = q.shape[0]
         qn = q / q.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        parts = qn.reshape(q.shape[0], len(self.offsets), d)
-        out = q.new_zeros(self.num_tokens, q.shape[0])
-        for s, k in enumerate(self.levels):
-            out += (self.maps[k] @ parts[:, s].T)[self.index[s]]
+        parts = qn.reshape(n, len(self.offsets), d)
+        out = q.new_zeros(self.num_tokens, n)
+        for level in range(len(self.maps)):
+            slots = [s for s, k in enumerate(self.levels) if k == level]
+            prod = self.maps[level] @ parts[:, slots].reshape(n * len(slots), d).T  # (T, N * bins)
+            prod = prod.view(self.num_tokens, n, len(slots))
+            for j, s in enumerate(slots):
+                out += prod[:, :, j].index_select(0, self.index[s])
         return (out / self.norms().clamp_min(1e-12)[:, None]).T
 
 

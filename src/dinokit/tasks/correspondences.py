@@ -737,20 +737,38 @@ def draw_correspondences(
     resized: bool = False,
     height: Optional[int] = None,
     max_side: Optional[int] = 1024,
+    min_side: Optional[int] = 512,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pictures of a result: ``(side_by_side, image_a_with_points, image_b_with_points)``.
 
     ``rgb_*`` are the original images (or the resized ones with
-    ``resized=True``); images larger than ``max_side`` are scaled down for
-    drawing. Points are numbered 1..K in the result's order and share a colour
-    across the two images.
+    ``resized=True``). For drawing, each image is scaled so that its longest
+    side lies between ``min_side`` (small images are enlarged, so markers and
+    numbers stay legible) and ``max_side``; ``None`` turns a limit off. Points
+    are numbered 1..K in the result's order and share a colour across the two
+    images; an empty result is said on the pictures.
     """
-    from .draw import draw_matches, draw_points, palette, resize_image
+    from .draw import draw_matches, draw_points, palette, resize_image, write_note
 
     pa = result.points_a_resized if resized else result.points_a
     pb = result.points_b_resized if resized else result.points_b
-    img_a, sa = resize_image(rgb_a, max_side=max_side)
-    img_b, sb = resize_image(rgb_b, max_side=max_side)
+
+    def fit(rgb: np.ndarray) -> tuple[np.ndarray, float]:
+        longest = max(rgb.shape[:2])
+        target = longest
+        if min_side is not None and longest < min_side:
+            target = min_side
+        if max_side is not None and target > max_side:
+            target = max_side
+        return resize_image(rgb, longest=target)
+
+    img_a, sa = fit(rgb_a)
+    img_b, sb = fit(rgb_b)
     colors = palette(len(result))
     side = draw_matches(img_a, img_b, pa * sa, pb * sb, colors=colors, height=height)
-    return side, draw_points(img_a, pa * sa, colors), draw_points(img_b, pb * sb, colors)
+    pic_a, pic_b = draw_points(img_a, pa * sa, colors), draw_points(img_b, pb * sb, colors)
+    if len(result) == 0:
+        note = "no correspondences: no best buddies on the foreground of both images"
+        side, pic_a, pic_b = write_note(side, note), write_note(pic_a, "no correspondences"), \
+            write_note(pic_b, "no correspondences")
+    return side, pic_a, pic_b

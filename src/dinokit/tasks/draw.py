@@ -28,6 +28,10 @@ __all__ = [
     "draw_marker",
     "put_label",
     "draw_matches",
+    "caption",
+    "colorbar",
+    "vstack",
+    "write_note",
 ]
 
 Color = tuple[int, int, int]
@@ -106,12 +110,16 @@ def heatmap_overlay(
     return blend(rgb, apply_colormap(values, vmin, vmax, cmap), alpha)
 
 
-def resize_image(rgb: np.ndarray, height: Optional[int] = None, max_side: Optional[int] = None) -> tuple[np.ndarray, float]:
-    """Resize to a height (or so the longest side is at most ``max_side``); returns the image and the scale."""
+def resize_image(
+    rgb: np.ndarray, height: Optional[int] = None, max_side: Optional[int] = None, longest: Optional[int] = None
+) -> tuple[np.ndarray, float]:
+    """Resize to a height, or so the longest side is ``longest``, and at most ``max_side``; returns the image and the scale."""
     h, w = rgb.shape[:2]
     scale = 1.0
     if height is not None:
         scale = height / h
+    elif longest is not None:
+        scale = longest / max(h, w)
     if max_side is not None and max(h, w) * scale > max_side:
         scale = max_side / max(h, w)
     if abs(scale - 1.0) < 1e-9:
@@ -150,7 +158,7 @@ def _fixed(xy: Sequence[float]) -> tuple[int, int]:
 
 
 def _auto_radius(img: np.ndarray) -> int:
-    return max(3, int(round(max(img.shape[:2]) / 90)))
+    return max(4, int(round(max(img.shape[:2]) / 90)))
 
 
 def put_label(img: np.ndarray, text: str, xy: Sequence[float], color: Color = (255, 255, 255), scale: Optional[float] = None) -> None:
@@ -162,27 +170,96 @@ def put_label(img: np.ndarray, text: str, xy: Sequence[float], color: Color = (2
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, tuple(int(c) for c in color), thick, cv2.LINE_AA)
 
 
+def _ink(color: Sequence[int]) -> Color:
+    """Black or white, whichever reads better on ``color`` (relative luminance)."""
+    r, g, b = (float(c) for c in color[:3])
+    return (0, 0, 0) if 0.2126 * r + 0.7152 * g + 0.0722 * b > 140 else (255, 255, 255)
+
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1
+
+
+def _overlap(a: Box, b: Box) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def _place_label(p: np.ndarray, size: tuple[float, float], gap: float, bounds: Box, taken: list[Box],
+                 dots: list[Box]) -> Box:
+    """The box of a ``size`` label next to point ``p``: inside ``bounds``, clear of ``taken`` labels if possible.
+
+    Tries the eight places around the point (upper right first) and keeps the
+    first that fits inside ``bounds`` and overlaps no other label or marker;
+    otherwise the one with the least overlap, pushed inside ``bounds``.
+    """
+    w, h = size
+    x, y = float(p[0]), float(p[1])
+    candidates = [(x + gap, y - gap - h), (x - gap - w, y - gap - h), (x + gap, y + gap), (x - gap - w, y + gap),
+                  (x + gap, y - h / 2), (x - gap - w, y - h / 2), (x - w / 2, y - gap - h), (x - w / 2, y + gap)]
+    best, best_cost = None, None
+    for x0, y0 in candidates:
+        box = (x0, y0, x0 + w, y0 + h)
+        outside = (max(0.0, bounds[0] - box[0]) + max(0.0, box[2] - bounds[2])) * h + \
+                  (max(0.0, bounds[1] - box[1]) + max(0.0, box[3] - bounds[3])) * w
+        cost = 4 * outside + 2 * sum(_overlap(box, t) for t in taken) + sum(_overlap(box, d) for d in dots)
+        if cost == 0:
+            return box
+        if best_cost is None or cost < best_cost:
+            best, best_cost = box, cost
+    assert best is not None
+    dx = max(bounds[0] - best[0], 0.0) - max(best[2] - bounds[2], 0.0)
+    dy = max(bounds[1] - best[1], 0.0) - max(best[3] - bounds[3], 0.0)
+    return (best[0] + dx, best[1] + dy, best[2] + dx, best[3] + dy)
+
+
 def draw_points(
     rgb: np.ndarray,
     points: np.ndarray,
     colors: Optional[Sequence[Color]] = None,
     labels: Union[bool, Sequence[str]] = True,
     radius: Optional[int] = None,
+    bounds: Optional[Sequence[Box]] = None,
 ) -> np.ndarray:
-    """A copy of ``rgb`` with filled, outlined discs at ``points`` ``(N, 2)`` and optional number labels."""
+    """A copy of ``rgb`` with filled, outlined discs at ``points`` ``(N, 2)`` and number tags.
+
+    Each tag is a box in the point's colour with black or white digits (legible
+    on any background), placed beside its point inside ``bounds[i]`` (default:
+    the whole image; a side-by-side view passes each panel's rectangle) and
+    away from the other tags and discs where there is room. Sizes follow the
+    image size unless ``radius`` is given.
+    """
     out = np.ascontiguousarray(rgb.copy())
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     colors = list(colors) if colors is not None else palette(len(pts))
     r = radius if radius is not None else _auto_radius(out)
+    h_img, w_img = out.shape[:2]
     texts = [str(i + 1) for i in range(len(pts))] if labels is True else (list(labels) if labels else [])
-    for i, p in enumerate(pts):
-        c = tuple(int(v) for v in colors[i % len(colors)])
+    cols = [tuple(int(v) for v in colors[i % len(colors)]) for i in range(len(pts))]
+    for p, c in zip(pts, cols):
         centre = _fixed(p)
         cv2.circle(out, centre, (r + 1) << _SHIFT, (0, 0, 0), -1, cv2.LINE_AA, _SHIFT)
         cv2.circle(out, centre, r << _SHIFT, c, -1, cv2.LINE_AA, _SHIFT)
         cv2.circle(out, centre, max(1, r // 3) << _SHIFT, (255, 255, 255), -1, cv2.LINE_AA, _SHIFT)
+    if not texts:
+        return out
+    scale = max(0.4, 2.4 * r / 22.0)  # Hershey simplex digits are ~22 px tall at scale 1
+    thick = max(1, int(round(scale * 1.7)))
+    pad = max(2, int(round(r / 3)))
+    dots = [(p[0] - r - 1, p[1] - r - 1, p[0] + r + 1, p[1] + r + 1) for p in pts]
+    taken: list[Box] = []
     for i, p in enumerate(pts[: len(texts)]):
-        put_label(out, texts[i], (p[0] + r + 2, p[1] - r - 2), tuple(int(v) for v in colors[i % len(colors)]))
+        (tw, th), base = cv2.getTextSize(texts[i], cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        size = (tw + 2 * pad, th + base + 2 * pad - 1)
+        lim = tuple(bounds[i]) if bounds is not None else (0.0, 0.0, float(w_img), float(h_img))
+        others = dots[:i] + dots[i + 1:]
+        x0, y0, x1, y1 = _place_label(p, size, r * 0.7 + 1, lim, taken, others)
+        taken.append((x0, y0, x1, y1))
+        a, b = (int(round(x0)), int(round(y0))), (int(round(x1)) - 1, int(round(y1)) - 1)
+        cv2.rectangle(out, a, b, cols[i], -1, cv2.LINE_AA)
+        cv2.rectangle(out, a, b, (0, 0, 0), 1, cv2.LINE_AA)
+        org = (a[0] + pad, b[1] - pad - base + 1)
+        cv2.putText(out, texts[i], org, cv2.FONT_HERSHEY_SIMPLEX, scale, _ink(cols[i]), thick, cv2.LINE_AA)
     return out
 
 
@@ -190,7 +267,7 @@ def draw_marker(rgb: np.ndarray, xy: Sequence[float], color: Color = (255, 255, 
     """A copy of ``rgb`` with a cross (or ring) at ``xy``, outlined in black."""
     out = np.ascontiguousarray(rgb.copy())
     s = size if size is not None else 2 * _auto_radius(out)
-    t = max(1, s // 6)
+    t = max(2, s // 5)
     c = _fixed(xy)
     if kind == "cross":
         for dx, dy in ((s, 0), (0, s)):
@@ -223,7 +300,8 @@ def draw_matches(
     """Side-by-side view of two images with numbered, coloured corresponding points joined by lines.
 
     ``points_*`` are ``(N, 2)`` ``(x, y)`` in each image's own pixels; both
-    images are scaled to ``height`` (default: the taller one).
+    images are scaled to ``height`` (default: the taller one). Each number
+    tag stays inside its own image.
     """
     pa = np.asarray(points_a, dtype=np.float64).reshape(-1, 2)
     pb = np.asarray(points_b, dtype=np.float64).reshape(-1, 2)
@@ -233,6 +311,7 @@ def draw_matches(
     ca = pa * sa + np.array([xa, 0.0])
     cb = pb * sb + np.array([xb, 0.0])
     colors = list(colors) if colors is not None else palette(len(pa))
+    h = canvas.shape[0]
     r = _auto_radius(canvas[:, : int(xb)])
     if lines:
         thick = max(1, r // 3)
@@ -242,4 +321,89 @@ def draw_matches(
             cv2.line(canvas, _fixed(ca[i]), _fixed(cb[i]), c, thick, cv2.LINE_AA, _SHIFT)
     per_point = [colors[i % len(colors)] for i in range(len(pa))] if colors else []
     texts = [str(i + 1) for i in range(len(pa))] * 2 if labels else False
-    return draw_points(canvas, np.concatenate([ca, cb]), colors=per_point * 2, labels=texts, radius=r)
+    box_a = (0.0, 0.0, float(xb - gap), float(h))
+    box_b = (float(xb), 0.0, float(canvas.shape[1]), float(h))
+    return draw_points(canvas, np.concatenate([ca, cb]), colors=per_point * 2, labels=texts, radius=r,
+                       bounds=[box_a] * len(pa) + [box_b] * len(pb))
+
+
+def _text_scale(width: int) -> float:
+    return float(np.clip(width / 900.0, 0.4, 0.7))
+
+
+def caption(width: int, text: str, height: Optional[int] = None, background: int = 255,
+            font_scale: Optional[float] = None) -> np.ndarray:
+    """A ``width``-wide strip with ``text`` in dark grey, left-aligned (cut with an ellipsis if too long)."""
+    scale = font_scale if font_scale is not None else _text_scale(max(width, 1) * 1.6)
+    thick = 1
+    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    h = height if height is not None else th + base + 10
+    strip = np.full((h, width, 3), background, dtype=np.uint8)
+
+    def fits(t: str) -> bool:
+        return cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0] <= width - 8
+
+    shown = text
+    if not fits(shown):
+        while len(shown) > 1 and not fits(shown + "..."):
+            shown = shown[:-1]
+        shown += "..."
+    cv2.putText(strip, shown, (4, (h + th) // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (40, 40, 40), thick, cv2.LINE_AA)
+    return strip
+
+
+def colorbar(
+    width: int, vmin: float, vmax: float, cmap: str = "jet", label: str = "", bar_height: Optional[int] = None,
+    background: int = 255, font_scale: Optional[float] = None,
+) -> np.ndarray:
+    """A horizontal colour scale ``width`` pixels wide: the colormap from ``vmin`` (left) to ``vmax``, with ticks.
+
+    Ticks at both ends and the middle carry their values; ``label`` (e.g.
+    ``"cosine similarity"``) is written under the middle.
+    """
+    if cmap not in COLORMAPS:
+        raise ValueError(f"unknown colormap {cmap!r}; choose from {', '.join(COLORMAPS)}")
+    margin = 8
+    inner = max(2, width - 2 * margin)
+    scale = font_scale if font_scale is not None else _text_scale(width)
+    bh = bar_height if bar_height is not None else max(10, int(round(24 * scale)))
+    (_, th), base = cv2.getTextSize("0.00", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    total = 6 + bh + 4 + th + base + 4 + (th + base + 4 if label else 0)
+    strip = np.full((total, width, 3), background, dtype=np.uint8)
+    ramp = np.tile(np.linspace(0.0, 1.0, inner, dtype=np.float32), (bh, 1))
+    strip[6 : 6 + bh, margin : margin + inner] = apply_colormap(ramp, 0.0, 1.0, cmap)
+    cv2.rectangle(strip, (margin - 1, 5), (margin + inner, 6 + bh), (60, 60, 60), 1)
+    y_text = 6 + bh + 4 + th
+    values = [vmin, (vmin + vmax) / 2, vmax]
+    for k, v in enumerate(values):
+        x = margin + int(round(k * (inner - 1) / 2))
+        cv2.line(strip, (x, 6 + bh), (x, 6 + bh + 3), (60, 60, 60), 1)
+        text = f"{v:.2f}"
+        tw = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+        tx = int(np.clip(x - tw / 2, 0, width - tw))
+        cv2.putText(strip, text, (tx, y_text), cv2.FONT_HERSHEY_SIMPLEX, scale, (40, 40, 40), 1, cv2.LINE_AA)
+    if label:
+        tw = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+        cv2.putText(strip, label, (max(0, (width - tw) // 2), y_text + th + base + 4), cv2.FONT_HERSHEY_SIMPLEX,
+                    scale, (90, 90, 90), 1, cv2.LINE_AA)
+    return strip
+
+
+def vstack(parts: Sequence[np.ndarray], background: int = 255) -> np.ndarray:
+    """Stack RGB images top to bottom, left-aligned, padding narrower ones with ``background``."""
+    width = max(p.shape[1] for p in parts)
+    rows = [p if p.shape[1] == width else
+            np.concatenate([p, np.full((p.shape[0], width - p.shape[1], 3), background, np.uint8)], 1) for p in parts]
+    return np.concatenate(rows, 0)
+
+
+def write_note(rgb: np.ndarray, text: str) -> np.ndarray:
+    """A copy of ``rgb`` with ``text`` on a dark band across its top (e.g. to say that nothing was found)."""
+    out = np.ascontiguousarray(rgb.copy())
+    scale = _text_scale(out.shape[1])
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    band = th + base + 12
+    top = out[:band].astype(np.float32)
+    out[:band] = np.clip(top * 0.35, 0, 255).astype(np.uint8)
+    cv2.putText(out, text, (8, 6 + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out

@@ -35,14 +35,21 @@ class DescriptorPCA:
     After :meth:`fit`: ``mean_`` ``(D,)``, ``components_`` ``(k, D)`` (rows,
     unit norm, sign fixed so the largest-magnitude loading is positive),
     ``explained_variance_`` ``(k,)`` and ``explained_variance_ratio_``.
-    Computed in float64 from the ``D x D`` covariance (or the SVD of the data
-    when there are fewer rows than dimensions), on the data's device.
+    Computed on the data's device, exactly in float64 from the ``D x D``
+    covariance (or the SVD of the data when there are fewer rows than
+    dimensions) while ``min(N, D) <= exact_max_dim``; beyond that (log-binned
+    descriptors have thousands of dimensions, and an exact decomposition
+    would take minutes) by seeded randomized SVD with power iterations
+    (``torch.svd_lowrank``; scikit-learn's ``PCA`` switches likewise), which
+    gives the leading components to float precision.
     """
 
-    def __init__(self, n_components: int = 4) -> None:
+    def __init__(self, n_components: int = 4, exact_max_dim: int = 2048, seed: int = 0) -> None:
         if not isinstance(n_components, int) or n_components < 1:
             raise DinokitError(f"n_components must be a positive integer, got {n_components!r}")
         self.n_components = n_components
+        self.exact_max_dim = int(exact_max_dim)
+        self.seed = int(seed)
 
     def fit(self, x: Tensor) -> "DescriptorPCA":
         """Fit on ``(N, D)`` rows."""
@@ -53,6 +60,8 @@ class DescriptorPCA:
         k = self.n_components
         if k > min(n, d):
             raise DinokitError(f"cannot take {k} components of {n} descriptors of dimension {d}")
+        if min(n, d) > self.exact_max_dim:
+            return self._fit_randomized(x)
         xd = x.double()
         mean = xd.mean(0)
         xc = xd - mean
@@ -66,6 +75,23 @@ class DescriptorPCA:
             _, s, vh = torch.linalg.svd(xc, full_matrices=False)
             var, comps = (s[:k] ** 2) / max(n - 1, 1), vh[:k]
             total = (s**2).sum() / max(n - 1, 1)
+        return self._set(mean, comps, var, total)
+
+    def _fit_randomized(self, x: Tensor) -> "DescriptorPCA":
+        n, k = x.shape[0], self.n_components
+        xf = x.float()
+        mean = xf.mean(0)
+        xc = xf - mean
+        q = min(k + 10, *xc.shape)
+        devices = [xc.device] if xc.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # seeded without touching the caller's random state
+            torch.manual_seed(self.seed)
+            _, s, v = torch.svd_lowrank(xc, q=q, niter=7)
+        var = s[:k].double() ** 2 / max(n - 1, 1)
+        total = xc.double().pow(2).sum() / max(n - 1, 1)
+        return self._set(mean.double(), v[:, :k].T.double(), var, total)
+
+    def _set(self, mean: Tensor, comps: Tensor, var: Tensor, total: Tensor) -> "DescriptorPCA":
         idx = comps.abs().argmax(dim=1)
         signs = torch.sign(comps.gather(1, idx[:, None]))
         signs[signs == 0] = 1

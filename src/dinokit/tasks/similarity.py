@@ -25,7 +25,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from torch import Tensor
 from ..errors import DinokitError
 from ..features.coords import GridGeometry
 from ..features.extractor import Extractor, Features, ImageInput
+
+if TYPE_CHECKING:
+    from .binned_similarity import LogBinned
 
 __all__ = [
     "SimilarityIndex",
@@ -185,31 +188,43 @@ class SimilarityIndex:
 
     Args:
         descriptors: one ``(T_i, D)`` tensor per image (same ``D``), row-major
-            on the image's grid; a ``(1, T, D)`` tensor is accepted too.
+            on the image's grid; a ``(1, T, D)`` tensor is accepted too. Or one
+            :class:`~dinokit.tasks.binned_similarity.LogBinned` per image: the
+            log-binned descriptors held implicitly (17x less memory, and a
+            query costs two ``D``-dim products instead of one ``17 D``-dim one).
         geometries: one :class:`GridGeometry` per image (``T_i = rows * cols``).
-        device: where the stacked matrix lives (default: the first tensor's device).
+        device: where the descriptors live (default: the first image's device).
 
-    All images' descriptors are normalised once and stacked into one
-    ``(sum T_i, D)`` matrix, so :meth:`query` is one matrix-vector product.
+    Plain descriptors are normalised once and stacked into one ``(sum T_i, D)``
+    matrix, so :meth:`query` is one matrix-vector product for all images;
+    log-binned ones are stacked per pooling level the same way.
     """
 
     def __init__(
         self,
-        descriptors: Sequence[Tensor],
+        descriptors: Sequence[Union[Tensor, "LogBinned"]],
         geometries: Sequence[GridGeometry],
         device: Union[str, torch.device, None] = None,
     ) -> None:
+        from .binned_similarity import LogBinned
+
         if len(descriptors) == 0:
             raise DinokitError("no descriptors given")
         if len(descriptors) != len(geometries):
             raise DinokitError(f"{len(descriptors)} descriptor sets but {len(geometries)} geometries")
+        binned = [isinstance(d, LogBinned) for d in descriptors]
+        if any(binned) and not all(binned):
+            raise DinokitError("give either plain or log-binned descriptors for all images, not a mix")
         mats = []
         for i, (d, g) in enumerate(zip(descriptors, geometries)):
-            d = torch.as_tensor(d)
-            if d.dim() == 3 and d.shape[0] == 1:
-                d = d[0]
-            if d.dim() != 2:
-                raise DinokitError(f"image {i}: descriptors must be (T, D), got shape {tuple(d.shape)}")
+            if not isinstance(d, LogBinned):
+                d = torch.as_tensor(d)
+                if d.dim() == 3 and d.shape[0] == 1:
+                    d = d[0]
+                if d.dim() != 2:
+                    raise DinokitError(f"image {i}: descriptors must be (T, D), got shape {tuple(d.shape)}")
+            elif d.grid != tuple(g.grid):
+                raise DinokitError(f"image {i}: log-binned descriptors of a {d.grid} grid for a {g.grid} geometry")
             if d.shape[0] != g.num_patches:
                 raise DinokitError(f"image {i}: {d.shape[0]} descriptors for a {g.grid[0]}x{g.grid[1]} grid")
             mats.append(d)
@@ -218,9 +233,28 @@ class SimilarityIndex:
             raise DinokitError(f"descriptors of different dimensions {sorted(dims)} cannot be compared")
         dev = torch.device(device) if device is not None else mats[0].device
         self.geometries: list[GridGeometry] = list(geometries)
-        self.matrix: Tensor = normalize_descriptors(torch.cat([m.to(dev) for m in mats], 0))
         sizes = [m.shape[0] for m in mats]
         self.offsets: list[int] = np.concatenate([[0], np.cumsum(sizes)]).astype(int).tolist()
+        self.binned: Optional[list[LogBinned]] = None
+        self.matrix: Optional[Tensor] = None
+        if all(binned):
+            self.binned = [m.to(dev) for m in mats]
+            self._stack_binned()
+        else:
+            self.matrix = normalize_descriptors(torch.cat([m.to(dev) for m in mats], 0))
+
+    def _stack_binned(self) -> None:
+        """Per pooling level, all images' maps in one matrix; per bin, where each position reads it."""
+        assert self.binned is not None
+        first = self.binned[0]
+        if any(b.offsets != first.offsets for b in self.binned):
+            raise DinokitError("log-binned descriptors of different hierarchies cannot be compared")
+        self._levels = first.levels
+        self._level_maps = [torch.cat([b.maps[k] for b in self.binned], 0) for k in range(len(first.maps))]
+        self._slot_index = torch.cat([b.index + off for b, off in zip(self.binned, self.offsets)], 1)  # (S, sum T)
+        self._inv_norms = 1.0 / torch.cat([b.norms() for b in self.binned]).clamp_min(1e-12)
+        # the bins of each level, and each bin's column in that level's product
+        self._slots_of = [[s for s, k in enumerate(self._levels) if k == level] for level in range(len(first.maps))]
 
     @classmethod
     def from_features(
@@ -258,8 +292,13 @@ class SimilarityIndex:
         Defaults are the reference similarity inspector's (layer 11 keys, no
         binning); the stride and load size are the extractor's.
         """
-        feats = extractor.extract_many(list(images), progress=progress, layers=layer, facets=facet, bin=bin)
-        return cls.from_features(feats, device=extractor.device)
+        feats = extractor.extract_many(list(images), progress=progress, layers=layer, facets=facet, bin=False)
+        if not bin:
+            return cls.from_features(feats, device=extractor.device)
+        from .binned_similarity import LogBinned
+
+        return cls([LogBinned(f.get()[0], f.geometry[0].grid) for f in feats], [f.geometry[0] for f in feats],
+                   extractor.device)
 
     @property
     def num_images(self) -> int:
@@ -267,12 +306,41 @@ class SimilarityIndex:
 
     @property
     def device(self) -> torch.device:
-        return self.matrix.device
+        return self.matrix.device if self.matrix is not None else self._inv_norms.device
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the (explicit) descriptors compared."""
+        return int(self.matrix.shape[1]) if self.matrix is not None else self.binned[0].dim  # type: ignore[index]
 
     def descriptors(self, image: int) -> Tensor:
-        """The normalised ``(T, D)`` descriptors of one image (a view, no copy)."""
+        """The normalised ``(T, D)`` descriptors of one image (a view; made explicit when log-binned)."""
         self._check_image(image)
-        return self.matrix[self.offsets[image] : self.offsets[image + 1]]
+        if self.matrix is not None:
+            return self.matrix[self.offsets[image] : self.offsets[image + 1]]
+        b = self.binned[image]  # type: ignore[index]
+        return b.dense() * self._inv_norms[self.offsets[image] : self.offsets[image + 1], None]
+
+    def _descriptor(self, image: int, index: int) -> Tensor:
+        """The ``(D,)`` descriptor of one patch (explicit, not normalised when log-binned)."""
+        if self.matrix is not None:
+            return self.matrix[self.offsets[image] + index]
+        return self.binned[image].rows(index)[0]  # type: ignore[index]
+
+    def _cosine_all(self, q: Tensor) -> Tensor:
+        """Cosine similarity of a normalised ``(D,)`` query to every patch of every image: ``(sum T,)``."""
+        if self.matrix is not None:
+            return self.matrix @ q
+        d = self._level_maps[0].shape[1]
+        parts = q.reshape(len(self._levels), d)
+        out = None
+        for level, slots in enumerate(self._slots_of):
+            prod = self._level_maps[level] @ parts[slots].T  # (sum T, bins of this level)
+            for j, s in enumerate(slots):
+                v = prod[:, j].index_select(0, self._slot_index[s])
+                out = v if out is None else out.add_(v)
+        assert out is not None
+        return out.mul_(self._inv_norms)
 
     def point_index(self, image: int, xy: Point, original: bool = True) -> int:
         """Flat grid index of the patch whose centre is nearest to ``(x, y)`` in ``image``."""
@@ -302,14 +370,15 @@ class SimilarityIndex:
         to patches where ``masks[i]`` (``(rows, cols)`` or flat, bool) is true.
         """
         idx = self.point_index(image, xy, original)
-        return self.query_descriptor(self.descriptors(image)[idx], targets=targets, masks=masks)
+        return self.query_descriptor(self._descriptor(image, idx), targets=targets, masks=masks)
 
     def query_index(self, image: int, index: int, **kwargs) -> list[SimilarityMap]:
         """Like :meth:`query` for a flat patch index of ``image``."""
-        d = self.descriptors(image)
-        if not 0 <= index < d.shape[0]:
-            raise DinokitError(f"patch index {index} out of range for image {image} ({d.shape[0]} patches)")
-        return self.query_descriptor(d[index], **kwargs)
+        self._check_image(image)
+        n = self.offsets[image + 1] - self.offsets[image]
+        if not 0 <= index < n:
+            raise DinokitError(f"patch index {index} out of range for image {image} ({n} patches)")
+        return self.query_descriptor(self._descriptor(image, index), **kwargs)
 
     def query_descriptor(
         self,
@@ -320,13 +389,13 @@ class SimilarityIndex:
     ) -> list[SimilarityMap]:
         """Similarity maps of an arbitrary ``(D,)`` descriptor (normalised here) over the target images."""
         q = normalize_descriptors(torch.as_tensor(descriptor).to(self.device).reshape(-1))
-        if q.shape[0] != self.matrix.shape[1]:
-            raise DinokitError(f"query descriptor has {q.shape[0]} dims, the index {self.matrix.shape[1]}")
+        if q.shape[0] != self.dim:
+            raise DinokitError(f"query descriptor has {q.shape[0]} dims, the index {self.dim}")
         targets = list(range(self.num_images)) if targets is None else list(targets)
         for t in targets:
             self._check_image(t)
-        if len(targets) == self.num_images:
-            sims = (self.matrix @ q).cpu()  # one product for all images
+        if len(targets) == self.num_images or self.matrix is None:
+            sims = self._cosine_all(q).cpu()  # one product for all images
             parts = [sims[self.offsets[t] : self.offsets[t + 1]] for t in targets]
         else:
             parts = [(self.descriptors(t) @ q).cpu() for t in targets]
@@ -334,6 +403,12 @@ class SimilarityIndex:
 
     def similarity(self, a: int, b: int) -> Tensor:
         """Full ``(T_a, T_b)`` cosine-similarity matrix between two images (on the device)."""
+        if self.matrix is None:
+            from .binned_similarity import binned_similarity_rows
+
+            self._check_image(a)
+            self._check_image(b)
+            return binned_similarity_rows(self.binned[a], self.binned[b])  # type: ignore[index]
         return self.descriptors(a) @ self.descriptors(b).T
 
     def _make_map(self, image: int, sims: Tensor, mask) -> SimilarityMap:
