@@ -1,24 +1,38 @@
 """Co-segmentation cost per stage and peak memory (issue 4).
 
-Table 1 runs the real pipeline on iCoseg images (ViT-S/8, random weights, load
-size 224, stride 4, the paper's defaults): seconds per stage (features, elbow
-search, voting, GrabCut) and the process's peak memory, for 10 images and for
-100, each in a fresh process. A row with the reference's low-resolution
-saliency (a second forward pass) shows what the single-pass default saves.
+Table 1 runs the real pipeline on iCoseg images with the issue's settings
+(ViT-S/8 random weights, load size 224, stride 4, every other option at the
+paper's default, so the reference's low-resolution saliency): seconds per
+stage (features, elbow search, voting, GrabCut) and the process's peak
+memory, for 10 images and for 100, each in a fresh process; ``x_10`` is the
+total time over the 10-image row's. One more row takes the saliency from the
+descriptors' own pass (``--no-low-res-saliency-maps``). Random weights make
+the saliency nearly uniform, so the votes tend to take all clusters or none
+and GrabCut then falls back at once (``refined`` counts the images where it
+ran); ``grabcut_ellipse_s`` is what GrabCut costs on the same images when it
+does run, seeded with a central ellipse (not part of ``total_s``).
 
-Table 2 isolates the clustering memory on descriptors of realistic shape
-(the grids of iCoseg images at load size 224 and stride 4, 384-d like ViT-S
-keys, drawn from a mixture of prototypes so the elbow search runs several k):
-dinokit's store (float16, on disk beyond 1 GB) against the reference's layout
-(per-image float32 arrays, their concatenation and a normalised copy, faiss
-search over all of it), at 10, 100 and 1,000 images. The 1,000-image dinokit
-row also runs one real ViT-S/8 forward pass and GrabCut on a few images in
-the same process, so its peak is the whole pipeline's; the reference layout at
-1,000 images is computed, not run (it needs ~15 GB).
+Table 2 is the memory at scale, up to the issue's 1,000 images. A ViT-S/8
+forward at stride 4 costs ~0.5 TFLOP per image (5 s on two CPU cores, so
+almost 1.5 hours for 1,000), so there the descriptors are synthetic, of
+ViT-S/8's exact size: N distinct files (hard links to the 134 iCoseg images,
+cycled) make the set; the real extractor loads and resizes each to 224, and a
+stand-in for the forward returns a 384-d descriptor per patch of the stride-4
+grid (a mixture of prototypes, a salient central "object") and a saliency
+map. Everything after that is the real ``dinokit cosegment`` code: the
+descriptor store (float16; on disk beyond 1 GB), elbow search, voting,
+GrabCut on every image reloaded from its file, and writing every mask and
+visualisation PNG. Each row first runs one real ViT-S/8 forward at stride 4
+on the largest iCoseg image in the same process, so the model's weights and
+its largest transient count towards the peak. The reference's layout
+(float32 per image, a concatenated and a normalised copy, faiss over all,
+after the same real forward) is run on the same synthetic descriptors at the
+small sizes (``ref_peak/peak``: how much more it needs) and computed at 1,000
+as three float32 copies of all descriptors (a lower bound: 6.6 GiB each).
 
-    python benchmarks/cosegmentation.py                # everything (the 100-image run takes a while)
-    python benchmarks/cosegmentation.py --sizes 10     # only 10 real images
-    python benchmarks/cosegmentation.py --skip-real    # only the memory table
+    python benchmarks/cosegmentation.py                 # both tables (100 real images take a while)
+    python benchmarks/cosegmentation.py --sizes 10      # table 1 with 10 images only
+    python benchmarks/cosegmentation.py --skip-real     # only the memory table
 """
 
 from __future__ import annotations
@@ -26,14 +40,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This folder holds scripts named like standard modules (inspect.py): keep it off the import path and
-# load the shared helpers by file.
+# This folder holds scripts named like standard modules: keep it off the import path and load the
+# shared helpers by file.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402
+import json  # noqa: E402
 import os  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -41,50 +58,65 @@ import numpy as np  # noqa: E402
 _spec = importlib.util.spec_from_file_location("_coseg_bench_util", _HERE / "_util.py")
 _util = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_util)  # type: ignore[union-attr]
-peak_rss_mb, print_table = _util.peak_rss_mb, _util.print_table
+peak_rss_mb, print_table, matmul_gflops = _util.peak_rss_mb, _util.print_table, _util.matmul_gflops
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("DINOKIT_SHARED", ROOT.parent / "shared")) / "data"
+DIM = 384  # ViT-S key descriptors (6 heads x 64)
+PATCH, STRIDE, LOAD = 8, 4, 224
 
 
-def run_isolated(kind: str, *args) -> tuple[dict, float]:
-    """Run one measurement in a fresh interpreter (clean peak memory); returns its row and peak RSS (MiB)."""
-    import json
-    import subprocess
+def icoseg_images(n: int, cycle: bool = False) -> list[Path]:
+    """The first ``n`` iCoseg images, group after group (the six groups hold 134); cycled if ``cycle``."""
+    groups = sorted((DATA / "icoseg").iterdir())
+    images = [p for g in groups for p in sorted((g / "images").glob("*.jpg"))]
+    if not images or (len(images) < n and not cycle):
+        raise SystemExit(f"only {len(images)} iCoseg images under {DATA}")
+    return [images[i % len(images)] for i in range(n)]
 
+
+def distinct_files(n: int, folder: Path) -> list[Path]:
+    """``n`` distinct image files in ``folder`` (hard links, else copies, of the cycled iCoseg images): a set
+    of ``n`` images, since a set lists each file once."""
+    import shutil
+
+    out = []
+    for i, src in enumerate(icoseg_images(n, cycle=True)):
+        dst = folder / f"{i:04d}_{src.name}"
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+        out.append(dst)
+    return out
+
+
+# --- fresh process per row ---------------------------------------------------------------
+def run_isolated(kind: str, *args) -> dict:
+    """Run one row in a fresh interpreter (its own peak memory); returns the row with ``peak_MiB``."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, *map(str, args)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    return out["row"], out["peak"]
+    out["row"]["peak_MiB"] = out["peak"]
+    return out["row"]
 
 
 def child(kind: str, args: list[str]) -> None:
-    import json
-
     import torch
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     if kind == "real":
         row = real_run(int(args[0]), args[1] == "True")
-    elif kind == "sim":
-        row = simulated_run(int(args[0]), args[1] == "True")
+    elif kind == "scale":
+        row = scale_run(int(args[0]))
     else:
         row = reference_layout_run(int(args[0]))
     print(json.dumps({"row": row, "peak": peak_rss_mb()}))
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("DINOKIT_SHARED", ROOT.parent / "shared")) / "data"
-DIM = 384  # ViT-S key descriptors
 
-
-def icoseg_images(n: int) -> list[Path]:
-    """The first ``n`` iCoseg images, group after group (the six groups hold 134)."""
-    groups = sorted((DATA / "icoseg").iterdir())
-    images = [p for g in groups for p in sorted((g / "images").glob("*.jpg"))]
-    if len(images) < n:
-        raise SystemExit(f"only {len(images)} iCoseg images under {DATA}")
-    return images[:n]
-
-
+# --- table 1: the real pipeline ------------------------------------------------------------
 def real_run(n: int, low_res: bool) -> dict:
     import torch
 
@@ -93,95 +125,152 @@ def real_run(n: int, low_res: bool) -> dict:
     from dinokit.tasks.cosegmentation import CoSegmentation
 
     torch.manual_seed(0)
-    base = peak_rss_mb()
-    ex = Extractor(create_model("dino_vits8", seed=0), stride=4, load_size=224, device="cpu")
-    model = CoSegmentation(ex, load_size=224, stride=4, low_res_saliency_maps=low_res, progress=False)
+    ex = Extractor(create_model("dino_vits8", seed=0), stride=STRIDE, load_size=LOAD, device="cpu")
+    model = CoSegmentation(ex, load_size=LOAD, stride=STRIDE, low_res_saliency_maps=low_res, progress=False)
     t0 = time.perf_counter()
     model.fit(icoseg_images(n))
     refined = sum(model.mask_with_info(i)[1] for i in range(len(model.items_)))
     total = time.perf_counter() - t0
     t = model.timings_
+    # What GrabCut costs when it does run: seeded with a central ellipse on each image's grid (with random
+    # weights the voted masks are often all or nothing, where GrabCut falls back at once).
+    from dinokit.tasks.refine import grabcut_refine
+
+    t_ellipse = 0.0
+    for i, it in enumerate(model.items_):
+        rgb = model.image(i)
+        t1 = time.perf_counter()
+        grabcut_refine(rgb, central_ellipse(it.grid))
+        t_ellipse += time.perf_counter() - t1
     store = model.features_.store
-    row = dict(images=n, saliency="low-res (ref.)" if low_res else "same pass", features_s=t["features"],
-               elbow_s=t["elbow"], voting_s=t["voting"], grabcut_s=t["grabcut"], total_s=total,
-               k=model.n_clusters_, descriptors=store.total, store_MiB=store.nbytes / 2**20,
-               store="disk" if store.on_disk else "RAM", grabcut_ok=f"{refined}/{n}", start_MiB=base)
+    row = dict(images=n, saliency="low-res (default)" if low_res else "same pass", features_s=t["features"],
+               elbow_s=t["elbow"], voting_s=t["voting"], grabcut_s=t["grabcut"], grabcut_ellipse_s=t_ellipse,
+               total_s=total,
+               s_per_image=total / n, k=model.n_clusters_, fg_clusters=len(model.salient_labels_),
+               refined=f"{refined}/{n}", descriptors=store.total, store_MiB=store.nbytes / 2**20,
+               store="disk" if store.on_disk else "RAM")
     model.close()
     return row
 
 
-# --- memory of the clustering stage on simulated descriptors -----------------------------------
-def icoseg_grids(n: int) -> list[tuple[int, int]]:
-    """Descriptor grids (stride 4, patch 8) of iCoseg images at load size 224, cycled to ``n``."""
-    from PIL import Image
-
-    from dinokit.features.image import resized_size
-
-    grids = []
-    for p in icoseg_images(134):
-        with Image.open(p) as im:
-            h, w = resized_size(im.height, im.width, 224)
-        grids.append((1 + (h - 8) // 4, 1 + (w - 8) // 4))
-    return [grids[i % len(grids)] for i in range(n)]
+# --- table 2: memory at scale ----------------------------------------------------------------
+def prototypes() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((8, DIM)).astype(np.float32)
 
 
-def simulated_descriptors(i: int, grid: tuple[int, int], protos: np.ndarray) -> np.ndarray:
-    rng = np.random.default_rng(1000 + i)
-    t = grid[0] * grid[1]
-    which = rng.integers(0, len(protos), t)
-    return (protos[which] + 0.6 * rng.standard_normal((t, DIM), dtype=np.float32)).astype(np.float32)
+def central_ellipse(grid: tuple[int, int]) -> np.ndarray:
+    """A boolean ``grid`` with an ellipse over the middle 60% of each side."""
+    rows, cols = grid
+    r, c = np.mgrid[0:rows, 0:cols]
+    return ((r - rows / 2) / (0.3 * rows)) ** 2 + ((c - cols / 2) / (0.3 * cols)) ** 2 <= 1
 
 
-def simulated_run(n: int, with_forward: bool) -> dict:
-    """dinokit's clustering pipeline on ``n`` simulated images (plus, optionally, one real forward and GrabCut)."""
+def synthetic_keys(index: int, grid: tuple[int, int], protos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(T, 384)`` descriptors and ``(T,)`` saliency: a central ellipse of 3 "object" prototypes, 5 background."""
+    rng = np.random.default_rng(1000 + index)
+    obj = central_ellipse(grid).reshape(-1)
+    which = np.where(obj, rng.integers(0, 3, obj.size), rng.integers(3, 8, obj.size))
+    desc = protos[which] + 0.6 * rng.standard_normal((obj.size, DIM), dtype=np.float32)
+    sal = np.where(obj, 0.6, 0.02) + 0.02 * rng.random(obj.size)
+    return desc.astype(np.float32), sal.astype(np.float32)
+
+
+def synthetic_extractor(model):
+    """An :class:`Extractor` that loads and resizes for real but returns synthetic ViT-S/8 stride-4 keys."""
     import torch
 
-    from dinokit.tasks.cosegmentation import CoSegmentation, ImageItem, SetFeatures
-    from dinokit.tasks.descriptor_store import DescriptorStore
+    from dinokit.features import Extractor
+    from dinokit.features.extractor import Features
+
+    protos = prototypes()
+
+    class SyntheticKeys(Extractor):
+        calls = 0
+
+        def extract(self, images, layers=-1, facets="key", *, bin=False, include_cls=False, saliency=False, **kw):
+            loaded = self.load(images)
+            h, w = loaded.size
+            grid = (1 + (h - PATCH) // STRIDE, 1 + (w - PATCH) // STRIDE)
+            desc, sal = synthetic_keys(SyntheticKeys.calls, grid, protos)
+            SyntheticKeys.calls += 1
+            layer = layers if isinstance(layers, int) else 11
+            return Features({(layer, facets): torch.from_numpy(desc)[None]}, grid, [],
+                            torch.from_numpy(sal)[None] if saliency else None, [loaded], {})
+
+    return SyntheticKeys(model, stride=STRIDE, load_size=LOAD, device="cpu")
+
+
+def largest_icoseg_image() -> Path:
+    from PIL import Image
+
+    def pixels(p: Path) -> int:
+        with Image.open(p) as im:
+            return im.width * im.height
+
+    return max(icoseg_images(134), key=pixels)
+
+
+def scale_run(n: int) -> dict:
+    """The whole ``cosegment`` of ``n`` images with synthetic ViT-S/8-sized descriptors (see the module doc)."""
+    import torch
+
+    from dinokit.features import Extractor
+    from dinokit.models import create_model
+    from dinokit.tasks.cosegmentation import CoSegmentation, save_cosegmentation
 
     torch.manual_seed(0)
-    if with_forward:
-        from dinokit.features import Extractor
-        from dinokit.models import create_model
-
-        ex = Extractor(create_model("dino_vits8", seed=0), stride=4, load_size=224, device="cpu")
-        img = icoseg_images(1)[0]
-        ex.extract(img, 11, "key", saliency=True)  # the largest transient of the features stage
-        del ex
-    protos = np.random.default_rng(0).standard_normal((8, DIM)).astype(np.float32)
-    grids = icoseg_grids(n)
-    store = DescriptorStore("auto", expected_images=n)
+    vit = create_model("dino_vits8", seed=0)
     t0 = time.perf_counter()
-    items, sal = [], []
-    for i, g in enumerate(grids):
-        desc = simulated_descriptors(i, g, protos)
-        store.append(desc)
-        sal.append((desc[:, 0] > 0).astype(np.float32) * 0.5)
-        size = ((g[0] - 1) * 4 + 8, (g[1] - 1) * 4 + 8)
-        items.append(ImageItem(f"sim{i}", np.zeros(size + (3,), np.uint8), size, size, g))
-    t_store = time.perf_counter() - t0
-    model = CoSegmentation(progress=False).fit_features(SetFeatures(items, store, sal, None, 224))
-    if with_forward:  # GrabCut on a few images (its memory is per image)
-        for i in range(3):
-            rgb = np.random.default_rng(i).integers(0, 255, items[i].size + (3,), dtype=np.uint8)
-            items[i].source = rgb
-            model.mask(i)
-    row = dict(images=n, layout="dinokit float16" + (" + forward + GrabCut" if with_forward else ""),
-               descriptors=store.total, data_MiB=store.total * DIM * 4 / 2**20,
-               store="disk" if store.on_disk else "RAM", store_s=t_store, elbow_s=model.timings_["elbow"],
-               k=model.n_clusters_)
-    store.close()
+    Extractor(vit, stride=STRIDE, load_size=LOAD, device="cpu").extract(largest_icoseg_image(), 11, "key", saliency=True)
+    t_forward = time.perf_counter() - t0
+    peak_after_forward = peak_rss_mb()
+    model = CoSegmentation(load_size=LOAD, stride=STRIDE, low_res_saliency_maps=False, progress=False)
+    model.extractor_ = synthetic_extractor(vit)  # the estimator's extractor (a copy would drop the stand-in)
+    with tempfile.TemporaryDirectory(prefix="coseg-bench-") as tmp:
+        (Path(tmp) / "images").mkdir()
+        files = distinct_files(n, Path(tmp) / "images")
+        t1 = time.perf_counter()
+        model.fit(files)
+        if len(model.items_) != n:
+            raise SystemExit(f"the set has {len(model.items_)} images, not {n}")
+        info = save_cosegmentation(model, Path(tmp) / "out", progress=False)
+        written = len(list((Path(tmp) / "out").glob("*.png")))
+        total = time.perf_counter() - t1
+    t = model.timings_
+    store = model.features_.store
+    row = dict(images=n, layout="dinokit (float16 store)", descriptors=store.total,
+               float32_MiB=store.total * DIM * 4 / 2**20, store="disk" if store.on_disk else "RAM",
+               store_MiB=store.nbytes / 2**20, load_and_store_s=t["features"], elbow_s=t["elbow"],
+               voting_s=t["voting"], grabcut_and_write_s=total - t["features"] - t["elbow"] - t["voting"],
+               k=model.n_clusters_, refined=f"{sum(info['grabcut_refined'].values())}/{n}", pngs=written,
+               vit_forward_s=t_forward, peak_after_forward_MiB=peak_after_forward)
+    model.close()
     return row
 
 
 def reference_layout_run(n: int) -> dict:
-    """The reference's memory layout: float32 per image, concatenated, normalised copy; faiss over all."""
+    """The reference's memory layout on the same synthetic descriptors: float32 per image, concatenated,
+    normalised copy, sampled copy; faiss fit on the sample and search over all, per k."""
     import faiss
+    from PIL import Image
 
-    protos = np.random.default_rng(0).standard_normal((8, DIM)).astype(np.float32)
-    grids = icoseg_grids(n)
+    from dinokit.features.image import resized_size
+
+    import torch
+
+    from dinokit.features import Extractor
+    from dinokit.models import create_model
+
+    torch.manual_seed(0)  # the same real forward as the dinokit rows, so both peaks include the model
+    Extractor(create_model("dino_vits8", seed=0), stride=STRIDE, load_size=LOAD, device="cpu").extract(
+        largest_icoseg_image(), 11, "key", saliency=True)
+    protos = prototypes()
     t0 = time.perf_counter()
-    descs = [simulated_descriptors(i, g, protos) for i, g in enumerate(grids)]
+    descs = []
+    for i, p in enumerate(icoseg_images(n, cycle=True)):
+        with Image.open(p) as im:
+            h, w = resized_size(im.height, im.width, LOAD)
+        descs.append(synthetic_keys(i, (1 + (h - PATCH) // STRIDE, 1 + (w - PATCH) // STRIDE), protos)[0])
     all_desc = np.ascontiguousarray(np.concatenate(descs))
     normed = all_desc.astype(np.float32)
     faiss.normalize_L2(normed)
@@ -191,60 +280,64 @@ def reference_layout_run(n: int) -> dict:
     t1 = time.perf_counter()
     objs = []
     for k in range(1, 15):
-        km = faiss.Kmeans(DIM, k, niter=300, nredo=10, seed=1234)
+        km = faiss.Kmeans(DIM, k, niter=300, nredo=10)
         km.train(sampled)
         d, labels = km.index.search(normed, 1)
         objs.append(d.sum() / len(normed))
         if len(objs) > 1 and objs[-1] > 0.975 * objs[-2]:
             break
-    return dict(images=n, layout="reference float32 x3", descriptors=len(normed), data_MiB=normed.nbytes / 2**20,
-                store="RAM", store_s=t_store, elbow_s=time.perf_counter() - t1, k=k)
+    return dict(images=n, layout="reference (float32 x3, clustering only)", descriptors=len(normed),
+                float32_MiB=normed.nbytes / 2**20, store="RAM", load_and_store_s=t_store,
+                elbow_s=time.perf_counter() - t1, k=k)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[10, 100], help="numbers of real iCoseg images")
-    ap.add_argument("--sim-sizes", type=int, nargs="+", default=[10, 100, 1000], help="simulated set sizes")
-    ap.add_argument("--skip-real", action="store_true")
-    ap.add_argument("--skip-sim", action="store_true")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10, 100], help="numbers of real iCoseg images (table 1)")
+    ap.add_argument("--scale-sizes", type=int, nargs="+", default=[10, 100, 1000], help="set sizes of table 2")
+    ap.add_argument("--reference-up-to", type=int, default=300,
+                    help="run the reference layout up to this many images, compute it beyond (default 300)")
+    ap.add_argument("--skip-real", action="store_true", help="skip table 1")
+    ap.add_argument("--skip-scale", action="store_true", help="skip table 2")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child(args.child[0], args.child[1:])
+    import torch
+
     os.environ["BENCH_THREADS"] = str(args.threads)
+    torch.set_num_threads(args.threads)
+    print(f"machine: {args.threads} threads, fp32 matmul {matmul_gflops():.0f} GFLOP/s (timings scale with it)")
     if not args.skip_real:
         rows = []
         for n in args.sizes:
-            row, peak = run_isolated("real", n, False)
-            row["peak_MiB"] = peak
-            rows.append(row)
-            print(f"done {n} images", file=sys.stderr)
-        row, peak = run_isolated("real", args.sizes[0], True)
-        row["peak_MiB"] = peak
-        rows.append(row)
-        print_table(rows, "Co-segmentation of iCoseg images, ViT-S/8 random weights, load 224, stride 4 (seconds per stage)")
-    if not args.skip_sim:
+            rows.append(run_isolated("real", n, True))
+            print(f"done {n} real images", file=sys.stderr)
+        rows.append(run_isolated("real", args.sizes[0], False))
+        for r in rows:
+            r["x_10"] = r["total_s"] / rows[0]["total_s"]
+        print_table(rows, f"Co-segmentation of iCoseg images: ViT-S/8 random weights, load {LOAD}, stride {STRIDE}, "
+                          "paper defaults (seconds per stage, peak RSS of the process)")
+    if not args.skip_scale:
         rows = []
-        for n in args.sim_sizes:
-            full = n == max(args.sim_sizes)
-            row, peak = run_isolated("sim", n, full)
-            row["peak_MiB"] = peak
-            row["ref_peak_ratio"] = 1.0
+        for n in args.scale_sizes:
+            row = run_isolated("scale", n)
+            row["ref_peak/peak"] = 1.0
             rows.append(row)
-            if n <= 300:
-                ref, ref_peak = run_isolated("ref", n)
-                ref["peak_MiB"] = ref_peak
-                ref["ref_peak_ratio"] = ref_peak / peak
-                rows.append(ref)
-            else:
-                total = row["descriptors"]
-                rows.append(dict(images=n, layout="reference float32 x3 (computed)", descriptors=total,
-                                 data_MiB=total * DIM * 4 / 2**20, store="RAM", store_s=None, elbow_s=None, k=None,
-                                 peak_MiB=3 * total * DIM * 4 / 2**20,
-                                 ref_peak_ratio=3 * total * DIM * 4 / 2**20 / peak))
-            print(f"done simulated {n}", file=sys.stderr)
-        print_table(rows, "Clustering memory on simulated 384-d descriptors (iCoseg grids at 224, stride 4)")
+            if n <= args.reference_up_to:
+                ref = run_isolated("ref", n)
+                ref["ref_peak/peak"] = ref["peak_MiB"] / row["peak_MiB"]
+            else:  # three float32 copies of all descriptors: a lower bound of the reference's peak
+                mib = row["descriptors"] * DIM * 4 / 2**20
+                ref = dict(images=n, layout="reference, computed: 3 float32 copies", descriptors=row["descriptors"],
+                           float32_MiB=mib, store="RAM", peak_MiB=3 * mib, **{"ref_peak/peak": 3 * mib / row["peak_MiB"]})
+            rows.append(ref)
+            print(f"done scale {n}", file=sys.stderr)
+        keys = list(rows[0])
+        rows = [{k: r.get(k) for k in keys} for r in rows]
+        print_table(rows, f"Whole cosegment run at scale: real files, synthetic ViT-S/8 stride-{STRIDE} keys "
+                          f"(384-d), load {LOAD}; peak RSS includes one real ViT-S/8 forward")
 
 
 if __name__ == "__main__":

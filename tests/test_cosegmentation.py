@@ -101,12 +101,19 @@ def test_outliers_are_left_out_and_get_empty_masks():
     assert model.summary()["outliers"] == ["img2"]
 
 
-def test_high_threshold_gives_empty_masks_with_a_warning():
+def test_high_threshold_gives_empty_masks_with_a_warning(tmp_path):
+    from dinokit.tasks.cosegmentation import save_cosegmentation
+
     feats, _ = make_set(n_images=4, seed=5)
     with pytest.warns(UserWarning, match="no cluster got votes"):
         model = CoSegmentation(sample_interval=3, thresh=0.95, progress=False).fit_features(feats)
     assert model.salient_labels_.size == 0
     assert not model.coarse_mask(0).any()
+    info = save_cosegmentation(model, tmp_path, progress=False)
+    assert not any(info["grabcut_refined"].values())
+    assert not np.asarray(Image.open(tmp_path / "img0_mask.png")).any()
+    vis = np.asarray(Image.open(tmp_path / "img0_vis.png"))
+    assert vis[:5].max() < 191 <= vis[-5:].min()  # a dark note band on top says why it is all checkerboard
 
 
 def test_parameter_validation():
@@ -116,6 +123,22 @@ def test_parameter_validation():
         CoSegmentation(sample_interval=0)
     with pytest.raises(DinokitError, match="elbow"):
         CoSegmentation(elbow=1.5)
+    with pytest.raises(DinokitError, match="stride"):
+        CoSegmentation(stride="half")
+    assert CoSegmentation().stride == "auto" and CoSegmentation(stride=8).stride == 8
+
+
+def test_elbow_lookahead_grows_with_the_set(tmp_path):
+    from dinokit.tasks.cosegmentation import elbow_lookahead
+    from dinokit.tasks.descriptor_store import DescriptorStore
+
+    small = DescriptorStore("memory")
+    small.append(np.ones((100, 4), np.float32))
+    assert elbow_lookahead(small) == 1  # the reference's loop
+    disk = DescriptorStore("disk", directory=tmp_path)
+    disk.append(np.ones((100, 4), np.float32))
+    assert elbow_lookahead(disk) == 3
+    disk.close()
 
 
 def test_checkerboard_visualization():

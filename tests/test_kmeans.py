@@ -137,6 +137,11 @@ def test_descriptor_store_roundtrip(tmp_path, location):
         np.testing.assert_allclose(got, l2_normalize(m), atol=1e-3)  # float16 storage
     batches = list(store.iter_batches(6))
     np.testing.assert_allclose(np.concatenate(batches), np.concatenate([store.get(i) for i in range(3)]))
+    # a reused buffer holds each batch until the next one: same rows, one allocation
+    reused = [(b.copy(), b.base if b.base is not None else b) for b in store.iter_batches(6, reuse=True)]
+    for (got, _), want in zip(reused, batches):
+        np.testing.assert_array_equal(got, want)
+    assert len({id(base) for _, base in reused}) == 1
     masks = [np.arange(5) % 2 == 0, None, np.zeros(3, bool)]
     sub = np.concatenate(list(store.subset(masks).iter_batches(100)))
     assert sub.shape == (3 + 7, 8)
@@ -168,14 +173,40 @@ def test_descriptor_store_auto_spills_to_disk(tmp_path):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_single_pass_elbow_equals_the_step_by_step_loop(backend):
+def test_elbow_lookahead_gives_the_step_by_step_result(backend, monkeypatch):
     x, _ = planted(5, 60, noise=0.2, seed=8)
     store = DescriptorStore("memory", normalize=False, dtype="float32")
     for chunk in np.array_split(x, 4):
         store.append(chunk)
-    fast = elbow_search(x[::3], store, 0.975, backend=backend)
-    slow = elbow_search(x[::3], store, 0.975, single_pass=False, backend=backend)
-    assert fast.n_clusters_tried == slow.n_clusters_tried
-    np.testing.assert_allclose(fast.objectives, slow.objectives, rtol=1e-4)
-    np.testing.assert_array_equal(fast.labels, slow.labels)
-    np.testing.assert_array_equal(fast.model.cluster_centers_, slow.model.cluster_centers_)
+    fits = []
+    real_fit = KMeans.fit
+    monkeypatch.setattr(KMeans, "fit", lambda self, data: fits.append(self.n_clusters) or real_fit(self, data))
+    slow = elbow_search(x[::3], store, 0.975, backend=backend)  # lookahead 1: the reference's loop
+    assert fits == slow.n_clusters_tried  # nothing fitted past the elbow
+    assert 2 < slow.n_clusters < 14
+    # each step's objective and labels are what the chosen model's own assignment gives
+    d, lab = slow.model.assign(store, batch_size=50)
+    np.testing.assert_array_equal(slow.labels, lab)
+    assert slow.objectives[-1] == pytest.approx(d.astype(np.float64).mean(), rel=1e-6)
+    for lookahead in (2, 3, 14):
+        fits.clear()
+        fast = elbow_search(x[::3], store, 0.975, lookahead=lookahead, backend=backend)
+        assert len(fits) < len(slow.n_clusters_tried) + lookahead
+        assert fast.n_clusters_tried == slow.n_clusters_tried
+        assert fast.objectives == slow.objectives  # bit for bit: same fits, same batches, same sums
+        np.testing.assert_array_equal(fast.labels, slow.labels)
+        np.testing.assert_array_equal(fast.model.cluster_centers_, slow.model.cluster_centers_)
+    with pytest.raises(DinokitError, match="lookahead"):
+        elbow_search(x, store, lookahead=0)
+
+
+def test_faiss_assignment_is_the_reference_search():
+    faiss = pytest.importorskip("faiss")
+    x, _ = planted(4, 50, noise=0.5, seed=9)
+    km = KMeans(4).fit(x)
+    ref = faiss.Kmeans(x.shape[1], 4, niter=300, nredo=10)
+    ref.train(x)
+    d_ref, l_ref = ref.index.search(x, 1)
+    d, lab = km.assign(x, batch_size=64)
+    np.testing.assert_array_equal(lab, l_ref[:, 0])
+    np.testing.assert_allclose(d, d_ref[:, 0], rtol=1e-6, atol=1e-7)

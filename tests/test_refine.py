@@ -100,3 +100,13 @@ def test_crf_from_distances_follows_patches_and_edges():
 def test_dense_crf_shape_mismatch():
     with pytest.raises(DinokitError, match="do not match"):
         dense_crf(np.zeros((10, 10, 3), np.uint8), np.zeros((9, 10, 2), np.float32))
+
+
+def test_refinement_defaults_are_the_references():
+    import inspect
+
+    crf = {k: v.default for k, v in inspect.signature(dense_crf).parameters.items() if v.default is not inspect._empty}
+    assert crf == dict(gaussian_sxy=3, gaussian_compat=50, bilateral_sxy=5, bilateral_srgb=13, bilateral_compat=15,
+                       iterations=10)
+    gc = inspect.signature(grabcut_refine).parameters
+    assert gc["kernel_size"].default == 7 and gc["iter_count"].default == 5

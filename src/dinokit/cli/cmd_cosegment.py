@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..errors import DinokitError
 from ..features import FACETS
-from .common import add_model_args, add_overwrite, add_quiet, extractor_from_args, parse_load_size
+from .common import (add_model_args, add_overwrite, add_quiet, extractor_from_args, parse_heads, parse_load_size,
+                     parse_stride)
 
 BOOL = argparse.BooleanOptionalAction
 
@@ -27,12 +28,17 @@ def add_set_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--load-size", type=parse_load_size, default=224,
                    help="smaller image edge after resizing; 'none' keeps the size (the reference CLI's default) "
                         "(default 224)")
-    g.add_argument("--stride", type=int, default=4, help="patch stride, must divide the patch size (default 4)")
+    g.add_argument("--stride", type=parse_stride, default="auto",
+                   help="patch stride, must divide the patch size; 'auto' (default) is half the patch size: "
+                        "the reference's 4 for ViT-S/8, 8 for /16 models")
     g.add_argument("--layer", type=int, default=11, help="block of the descriptors (default 11)")
     g.add_argument("--facet", choices=FACETS, default="key", help="descriptor facet (default key)")
     g.add_argument("--bin", action=BOOL, default=False, help="log-binned descriptors (default off)")
     g.add_argument("--thresh", type=float, default=0.065,
                    help="mean saliency above which an image votes for a cluster (default 0.065)")
+    g.add_argument("--saliency-heads", type=parse_heads, default=None, metavar="H,H,...",
+                   help="last-block heads averaged for saliency (default: the model's, see 'dinokit models'; "
+                        "all heads for models without one)")
     g.add_argument("--elbow", type=float, default=0.975,
                    help="stop adding clusters when the mean squared distance is above elbow x the previous "
                         "(default 0.975)")

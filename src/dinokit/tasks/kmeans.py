@@ -48,9 +48,16 @@ def _as_float32(x: ArrayLike) -> np.ndarray:
 
 
 def iter_rows(data: Any, batch_size: int = 65536) -> Iterator[np.ndarray]:
-    """Yield float32 row batches of ``data``: an array/tensor, or an object with ``iter_batches``."""
+    """Yield float32 row batches of ``data``: an array/tensor, or an object with ``iter_batches``.
+
+    A batch is only valid until the next one is asked for (a store may refill one buffer).
+    """
     if hasattr(data, "iter_batches"):
-        for batch in data.iter_batches(batch_size):
+        try:
+            batches = data.iter_batches(batch_size, reuse=True)
+        except TypeError:  # an iter_batches(batch_size) without buffer reuse
+            batches = data.iter_batches(batch_size)
+        for batch in batches:
             yield _as_float32(batch)
         return
     if isinstance(data, (np.ndarray, torch.Tensor)):
@@ -127,6 +134,7 @@ class KMeans:
         if n < self.n_clusters:
             raise DinokitError(f"cannot make {self.n_clusters} clusters from {n} descriptors")
         self.backend_ = self._resolve_backend()
+        self._index = self._torch_centers = None  # assignment caches of a previous fit
         if self.backend_ == "faiss":
             centers, obj = self._fit_faiss(data)
         else:
@@ -199,46 +207,45 @@ class KMeans:
     def assign(self, data: Any, batch_size: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
         """Squared distance to the nearest centroid and its index, for every row of ``data`` (batched)."""
         self._check_fitted()
+        dists, labels = [], []
+        for batch in iter_rows(data, batch_size or self.batch_size):
+            if batch.shape[0] == 0:
+                continue
+            d, i = self._assign_batch(batch)
+            dists.append(d)
+            labels.append(i)
+        if not dists:
+            return np.zeros(0, np.float32), np.zeros(0, np.int32)
+        return np.concatenate(dists), np.concatenate(labels)
+
+    def _assign_batch(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest centroid of each row of one float32 batch: faiss's exact search for a faiss model (what
+        the reference's ``index.search`` computes), else torch. Every assignment goes through here, so a
+        model gives the same labels and distances whoever asks."""
+        if batch.shape[1] != self.cluster_centers_.shape[1]:
+            raise DinokitError(f"descriptors have {batch.shape[1]} dimensions, the centroids "
+                               f"{self.cluster_centers_.shape[1]}")
         if getattr(self, "backend_", None) == "faiss":
-            return self._assign_faiss(data, batch_size)
-        c = torch.from_numpy(self.cluster_centers_).to(self.device)
-        c_sq = (c * c).sum(1)
-        dists, labels = [], []
-        for batch in iter_rows(data, batch_size or self.batch_size):
-            if batch.shape[0] == 0:
-                continue
-            if batch.shape[1] != c.shape[1]:
-                raise DinokitError(f"descriptors have {batch.shape[1]} dimensions, the centroids {c.shape[1]}")
-            x = torch.from_numpy(batch).to(self.device)
-            # |x - c|^2 = |x|^2 + (|c|^2 - 2 x.c): the argmin needs only the bracket
-            partial = torch.addmm(c_sq[None], x, c.T, alpha=-2.0)
-            v, i = partial.min(1)
-            v = (v + torch.linalg.vector_norm(x, dim=1).square()).clamp_min_(0)
-            dists.append(v.cpu().numpy())
-            labels.append(i.to(torch.int32).cpu().numpy())
-        if not dists:
-            return np.zeros(0, np.float32), np.zeros(0, np.int32)
-        return np.concatenate(dists), np.concatenate(labels)
+            # keeping torch out of this loop also stops its OpenMP threads competing with faiss's
+            index = getattr(self, "_index", None)
+            if index is None:
+                import faiss
 
-    def _assign_faiss(self, data: Any, batch_size: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
-        # faiss's exact search, as the reference; keeping torch out of the loop also stops its OpenMP
-        # threads from competing with faiss's between k-means runs.
-        import faiss
-
-        index = faiss.IndexFlatL2(self.cluster_centers_.shape[1])
-        index.add(self.cluster_centers_)
-        dists, labels = [], []
-        for batch in iter_rows(data, batch_size or self.batch_size):
-            if batch.shape[0] == 0:
-                continue
-            if batch.shape[1] != index.d:
-                raise DinokitError(f"descriptors have {batch.shape[1]} dimensions, the centroids {index.d}")
+                index = faiss.IndexFlatL2(self.cluster_centers_.shape[1])
+                index.add(self.cluster_centers_)
+                self._index = index
             d, i = index.search(batch, 1)
-            dists.append(d[:, 0])
-            labels.append(i[:, 0].astype(np.int32))
-        if not dists:
-            return np.zeros(0, np.float32), np.zeros(0, np.int32)
-        return np.concatenate(dists), np.concatenate(labels)
+            return d[:, 0], i[:, 0].astype(np.int32)
+        c = getattr(self, "_torch_centers", None)
+        if c is None:
+            c = torch.from_numpy(self.cluster_centers_).to(self.device)
+            self._torch_centers = c
+        x = torch.from_numpy(batch).to(self.device)
+        # |x - c|^2 = |x|^2 + (|c|^2 - 2 x.c): the argmin needs only the bracket
+        partial = torch.addmm((c * c).sum(1)[None], x, c.T, alpha=-2.0)
+        v, i = partial.min(1)
+        v = (v + torch.linalg.vector_norm(x, dim=1).square()).clamp_min_(0)
+        return v.cpu().numpy(), i.to(torch.int32).cpu().numpy()
 
     def predict(self, data: Any, batch_size: Optional[int] = None) -> np.ndarray:
         """Index of the nearest centroid for every row of ``data``."""
@@ -283,64 +290,56 @@ def elbow_search(
     elbow: float = 0.975,
     n_clusters_range: Iterable[int] = range(1, 15),
     *,
-    single_pass: bool = True,
+    lookahead: int = 1,
     progress: bool = False,
     **kmeans_kwargs: Any,
 ) -> ElbowResult:
     """The reference's elbow rule: try k = 1, 2, ... fitting on ``sample`` and assigning all ``data``.
 
     Stops at the first k whose mean squared distance over ``data`` is above
-    ``elbow`` times the previous one, and returns *that* model (as the
-    reference does), else the last k. Values of k above the number of sample
-    rows are not tried.
+    ``elbow`` times the previous one, and returns *that* model and its labels
+    (as the reference does), else the last k. Values of k above the number of
+    sample rows are not tried.
 
-    With ``single_pass`` (default) every candidate model is fitted on the
-    sample first (cheap: training is capped at ``k * max_points_per_centroid``
-    points) and all their objectives come from one pass over ``data``, plus
-    one more for the chosen model's labels, instead of one pass per k. Each
-    model is fitted exactly as in the step-by-step loop, so the chosen k, the
-    model and the objectives of the tried ks are the same.
+    ``lookahead`` k are fitted at a time and their objectives come from one
+    pass over ``data``: 1 is the reference's loop (a pass per k, nothing fitted
+    past the elbow); more means fewer passes (worth it when ``data`` is large
+    or on disk) for at most ``lookahead - 1`` fits past the elbow. The result
+    does not depend on it: every model is fitted as in the loop and assigns
+    the same batches through the same code, and the objectives are summed
+    in the same order.
     """
     if not 0.0 < elbow <= 1.0:
         raise DinokitError(f"elbow must be in (0, 1], got {elbow}")
+    if int(lookahead) < 1:
+        raise DinokitError(f"lookahead must be a positive integer, got {lookahead}")
     sample = _as_float32(sample)
     ks = [int(k) for k in n_clusters_range if int(k) <= sample.shape[0]]
     if not ks:
         raise DinokitError(f"too few descriptors ({sample.shape[0]}) sampled for clustering; lower sample_interval")
     from tqdm.auto import tqdm
 
-    if single_pass:
-        models = [KMeans(k, **kmeans_kwargs).fit(sample)
-                  for k in tqdm(ks, desc="elbow fit", unit="k", disable=not progress, leave=False)]
-        all_objectives, all_labels = _objectives_and_labels(models, data)
-        chosen = len(ks) - 1
-        for i in range(1, len(ks)):
-            if all_objectives[i] > elbow * all_objectives[i - 1]:
-                chosen = i
-                break
-        labels = all_labels[chosen].astype(np.int32)
-        return ElbowResult(models[chosen], labels, all_objectives[: chosen + 1], ks[: chosen + 1])
-
     objectives: list[float] = []
     tried: list[int] = []
-    model = labels = None
-    for k in tqdm(ks, desc="elbow", unit="k", disable=not progress, leave=False):
-        model = KMeans(k, **kmeans_kwargs).fit(sample)
-        dist, labels = model.assign(data)
-        objectives.append(float(dist.astype(np.float64).sum() / max(len(dist), 1)))
-        tried.append(k)
-        if len(objectives) > 1 and objectives[-1] > elbow * objectives[-2]:
-            break
-    return ElbowResult(model, labels, objectives, tried)
+    bar = tqdm(total=len(ks), desc="elbow", unit="k", disable=not progress, leave=False)
+    try:
+        for start in range(0, len(ks), int(lookahead)):
+            models = [KMeans(k, **kmeans_kwargs).fit(sample) for k in ks[start : start + int(lookahead)]]
+            group_objectives, group_labels = _objectives_and_labels(models, data)
+            for model, objective, labels in zip(models, group_objectives, group_labels):
+                objectives.append(objective)
+                tried.append(model.n_clusters)
+                bar.update(1)
+                if len(objectives) > 1 and objectives[-1] > elbow * objectives[-2]:
+                    return ElbowResult(model, labels.astype(np.int32), objectives, tried)
+    finally:
+        bar.close()
+    return ElbowResult(model, labels.astype(np.int32), objectives, tried)
 
 
 def _objectives_and_labels(models: Sequence[KMeans], data: Any) -> tuple[list[float], list[np.ndarray]]:
-    """Mean squared distance to the nearest centroid of each model and each model's labels (uint8 for
-    k <= 256, so all candidates cost ~1 byte per descriptor each), in one batched pass over ``data``."""
-    device = models[0].device
-    centers = torch.from_numpy(np.concatenate([m.cluster_centers_ for m in models])).to(device)
-    c_sq = (centers * centers).sum(1)
-    bounds = np.cumsum([0] + [m.n_clusters for m in models])
+    """Mean squared distance to the nearest centroid of each model, and each model's labels (uint8 for
+    k <= 256, so several candidates cost about a byte per descriptor each), in one batched pass."""
     label_dtype = np.uint8 if max(m.n_clusters for m in models) <= 256 else np.int32
     sums = np.zeros(len(models), np.float64)
     labels: list[list[np.ndarray]] = [[] for _ in models]
@@ -348,13 +347,10 @@ def _objectives_and_labels(models: Sequence[KMeans], data: Any) -> tuple[list[fl
     for batch in iter_rows(data, models[0].batch_size):
         if batch.shape[0] == 0:
             continue
-        x = torch.from_numpy(batch).to(device)
-        partial = torch.addmm(c_sq[None], x, centers.T, alpha=-2.0)
-        x_sq = torch.linalg.vector_norm(x, dim=1).square()
-        for j in range(len(models)):
-            best, idx = partial[:, bounds[j] : bounds[j + 1]].min(dim=1)
-            sums[j] += float((best + x_sq).clamp_min_(0).double().sum())
-            labels[j].append(idx.cpu().numpy().astype(label_dtype))
+        for j, m in enumerate(models):
+            d, i = m._assign_batch(batch)
+            sums[j] += float(d.sum(dtype=np.float64))
+            labels[j].append(i.astype(label_dtype))
         n += batch.shape[0]
     flat = [np.concatenate(l) if l else np.zeros(0, label_dtype) for l in labels]
     return [float(v / max(n, 1)) for v in sums], flat

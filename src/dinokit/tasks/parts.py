@@ -40,13 +40,15 @@ from PIL import Image
 
 from ..errors import DinokitError
 from ..features import Extractor
-from .cosegmentation import CoSegmentation, SetFeatures, checkerboard, extract_set, first_stage_clustering
+from .cosegmentation import (CoSegmentation, SetFeatures, checkerboard, elbow_lookahead, extract_set,
+                             first_stage_clustering)
 from .descriptor_store import l2_normalize
 from .kmeans import KMeans, elbow_search, squared_distances
 from .refine import crf_from_distances, upsample_energies
 
 __all__ = ["PartModel", "PartCoSegmentation", "find_part_cosegmentation", "crop_flip_augmentations",
-           "PART_COLORS", "part_colors", "parts_visualization", "parts_overlay", "label_png", "BACKGROUND",
+           "PART_COLORS", "part_colors", "parts_visualization", "parts_overlay", "part_legend", "with_legend",
+           "label_png", "BACKGROUND",
            "part_cosegment", "save_part_cosegmentation"]
 
 BACKGROUND = -1
@@ -161,6 +163,7 @@ class PartCoSegmentation(CoSegmentation):
         self.three_stages = bool(three_stages)
         self.elbow_second_stage = float(elbow_second_stage)
         self.crf = bool(crf)
+        self.method_label = "part co-segmentation"
 
     def settings(self) -> dict:
         s = super().settings()
@@ -232,7 +235,7 @@ class PartCoSegmentation(CoSegmentation):
         if self.three_stages:
             sample = self._sample(fg, "foreground", 1)
             res = elbow_search(sample, store.subset(fg), self.elbow_second_stage, range(1, self.max_clusters + 1),
-                               progress=self.progress, **kw)
+                               lookahead=elbow_lookahead(store), progress=self.progress, **kw)
             second = res.model
             self.second_stage_objectives_ = res.objectives
         else:
@@ -324,6 +327,43 @@ def parts_visualization(rgb: np.ndarray, labels: np.ndarray, num_parts: int, alp
     return out
 
 
+def part_legend(width: int, num_parts: int) -> np.ndarray:
+    """A white strip ``width`` pixels wide with a swatch per part and its value in the label PNG (part + 1),
+    wrapped over as many rows as needed."""
+    import cv2
+
+    colors = part_colors(max(num_parts, 1))
+    scale = float(np.clip(width / 700.0, 0.35, 0.6))
+    (_, th), base = cv2.getTextSize("0", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    box, gap, pad = th + base, 10, 4
+    entries = [("0 = background", None)] + [(f"{j + 1}", colors[j]) for j in range(num_parts)]
+    widths = [cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] + (box + 4 if c is not None else 0)
+              for t, c in entries]
+    rows, x = [[]], pad
+    for (t, c), w in zip(entries, widths):
+        if rows[-1] and x + w > width - pad:
+            rows.append([])
+            x = pad
+        rows[-1].append((t, c, x))
+        x += w + gap
+    row_h = box + 2 * pad
+    strip = np.full((row_h * len(rows), width, 3), 255, np.uint8)
+    for r, row in enumerate(rows):
+        y0 = r * row_h + pad
+        for t, c, x0 in row:
+            if c is not None:
+                cv2.rectangle(strip, (x0, y0), (x0 + box - 1, y0 + box - 1), tuple(int(v) for v in c), -1)
+                cv2.rectangle(strip, (x0, y0), (x0 + box - 1, y0 + box - 1), (60, 60, 60), 1)
+                x0 += box + 4
+            cv2.putText(strip, t, (x0, y0 + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (40, 40, 40), 1, cv2.LINE_AA)
+    return strip
+
+
+def with_legend(image: np.ndarray, num_parts: int) -> np.ndarray:
+    """``image`` with :func:`part_legend` below it."""
+    return np.concatenate([image, part_legend(image.shape[1], num_parts)], axis=0)
+
+
 def parts_overlay(rgb: np.ndarray, labels: np.ndarray, num_parts: int, alpha: float = 0.5) -> np.ndarray:
     """Parts coloured over the image, background left as is (for videos)."""
     colors = np.array(part_colors(max(num_parts, 1)), dtype=np.float32)
@@ -356,7 +396,8 @@ def save_part_cosegmentation(
     progress: bool = True,
 ) -> dict:
     """Write ``<name>_parts.png`` (palette PNG, value = part + 1, 0 = background) and ``<name>_vis.png``
-    per original image, saliency and clustering maps with ``save_intermediate``, ``done.json`` last."""
+    (parts over the image, background over a checkerboard, a legend of the values below) per original
+    image, saliency and clustering maps with ``save_intermediate``, ``done.json`` last."""
     from tqdm.auto import tqdm
 
     from ..io import save_image, save_json
@@ -370,7 +411,7 @@ def save_part_cosegmentation(
         it = model.items_[i]
         labels = model.parts(i)
         save_image(out / f"{it.name}_parts.png", label_png(labels, n_parts, _output_size(it, mask_size)))
-        save_image(out / f"{it.name}_vis.png", parts_visualization(model.image(i), labels, n_parts))
+        save_image(out / f"{it.name}_vis.png", with_legend(parts_visualization(model.image(i), labels, n_parts), n_parts))
         if save_intermediate:
             save_image(out / f"{it.name}_saliency.png", saliency_image(model.saliency_[i], it.grid, it.size))
             save_image(out / f"{it.name}_clustering.png", label_map_image(model.labels_[i], model.n_clusters_, it.size))

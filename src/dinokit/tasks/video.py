@@ -5,8 +5,9 @@ frame images (sorted by name); every ``frame_step``-th frame is used. The part
 co-segmentation (:class:`~dinokit.tasks.parts.PartCoSegmentation`) is fitted
 once, on every ``fit_every``-th of those frames, and its part model then labels
 every frame, so a part keeps its label (and colour) over time. Outputs: a
-label PNG per frame and an overlay video (mp4) or GIF, written frame by frame
-so memory does not grow with the video's length.
+label PNG per frame and an overlay video (mp4) or GIF (parts over the frame, a
+legend of the label values below), written frame by frame so memory does not
+grow with the video's length.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..features import Extractor
 from ..features.image import IMAGE_SUFFIXES
 from ..io import atomic_path, save_image, save_json
 from .cosegmentation import DONE_FILE, set_is_done
-from .parts import PartCoSegmentation, label_png, parts_overlay
+from .parts import PartCoSegmentation, label_png, parts_overlay, with_legend
 
 __all__ = ["VIDEO_SUFFIXES", "video_frames", "video_fps", "video_part_cosegmentation", "write_video"]
 
@@ -204,7 +205,7 @@ def video_part_cosegmentation(
                 name = Path(frame).stem
                 names.append(name)
                 save_image(out / "frames" / f"{name}_parts.png", label_png(labels, n_parts, size))
-                writer.append(parts_overlay(rgb, labels, n_parts))
+                writer.append(with_legend(parts_overlay(rgb, labels, n_parts), n_parts))
             ok = True
         finally:
             writer.close(ok)
