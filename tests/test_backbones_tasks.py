@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,6 +50,12 @@ def tiny_reg_weights(tmp_path_factory):
 
 
 MODEL_ARGS = ["--num-heads", "4", "--device", "cpu", "-q"]
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test draws the same random inputs, whatever ran before it."""
+    torch.manual_seed(0)
 
 
 def _images(data_dir, n: int):
@@ -121,9 +128,39 @@ def test_cli_similarity(tmp_path, tiny_reg_weights, data_dir):
 def test_cli_cosegment(tmp_path, tiny_reg_weights, data_dir):
     imgs = _images(data_dir, 3)
     code = main(["cosegment", *imgs, "-o", str(tmp_path), "--weights", str(tiny_reg_weights), *MODEL_ARGS,
-                 "--load-size", "56", "--stride", "7"])
+                 "--load-size", "56", "--stride", "7", "--saliency-heads", "1,3"])
     assert code == 0
-    assert len(list(tmp_path.rglob("*_mask.png"))) == 3 and list(tmp_path.rglob("done.json"))
+    assert len(list(tmp_path.rglob("*_mask.png"))) == 3
+    (done,) = tmp_path.rglob("done.json")
+    assert json.loads(done.read_text())["model"]["saliency_heads"] == [1, 3]
+
+
+def test_cosegmentation_saliency_uses_the_chosen_heads(tiny_reg_weights, data_dir):
+    """The heads given to the extractor reach the co-segmentation's own saliency pass (low-res or not)."""
+    from dinokit.features import Extractor
+    from dinokit.tasks.cosegmentation import CoSegmentation
+
+    net = load_model(weights=tiny_reg_weights, num_heads=4)
+    imgs = _images(data_dir, 2)
+    for low_res in (False, True):
+        maps = {}
+        for heads in ([1], [3]):
+            ex = Extractor(net, stride=7, load_size=56, device="cpu", saliency_heads=heads)
+            seg = CoSegmentation(extractor=ex, load_size=56, stride=7, low_res_saliency_maps=low_res,
+                                 progress=False).fit(imgs)
+            maps[heads[0]] = np.concatenate([m.reshape(-1) for m in seg.saliency_])
+            if not low_res:
+                direct = np.concatenate([ex.saliency(i).reshape(-1).numpy() for i in imgs])
+                np.testing.assert_allclose(maps[heads[0]], direct, atol=1e-6)
+        assert np.abs(maps[1] - maps[3]).max() > 0.05
+
+
+def test_cli_bad_saliency_heads_is_one_line(tmp_path, tiny_reg_weights, data_dir, capsys):
+    code = main(["cosegment", *_images(data_dir, 2), "-o", str(tmp_path), "--weights", str(tiny_reg_weights),
+                 *MODEL_ARGS, "--load-size", "56", "--saliency-heads", "0,4"])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "saliency heads [0, 4] do not fit a 4-head model" in err and err.count("\n") == 1
 
 
 def test_cli_parts(tmp_path, tiny_reg_weights, data_dir):
@@ -152,8 +189,11 @@ def test_cli_attention(tmp_path, tiny_reg_weights, data_dir):
     x = preprocess(img, 56, net.cfg.mean, net.cfg.std).tensor[None]
     with torch.no_grad():
         cls_attn = net.run(x, {-1: ("cls_attn",)}).taps[11]["cls_attn"][0]
-    torch.testing.assert_close(grid, cls_attn[:, 5:].reshape(4, 5, 4))
-    assert (grid.sum((1, 2)) < 1).all()  # CLS and registers keep part of the softmax mass
+    # Registers are taken out of each head's softmax: the row is renormalised over CLS + patches.
+    kept = cls_attn[:, :1] + cls_attn[:, 5:].sum(-1, keepdim=True)
+    torch.testing.assert_close(grid, (cls_attn[:, 5:] / kept).reshape(4, 5, 4))
+    assert (cls_attn[:, 1:5].sum(-1) > 1e-3).all()  # the registers did hold mass, so this is not a no-op
+    torch.testing.assert_close(grid.sum((1, 2)), 1 - cls_attn[:, 0] / kept[:, 0])  # only CLS's own share is left out
 
 
 def test_cli_knn(tmp_path, tiny_reg_weights, data_dir):
@@ -179,11 +219,40 @@ def test_cli_knn(tmp_path, tiny_reg_weights, data_dir):
     assert str(tiny_reg_weights) in result["model"]
 
 
+def test_inspector_session_with_registers(tiny_reg_weights, data_dir):
+    """The inspector's API (what ``dinokit inspect`` serves): grids are patches only, at every stride."""
+    from dinokit.features import Extractor
+    from dinokit.inspect import InspectorSession
+
+    net = load_model(weights=tiny_reg_weights, num_heads=4)
+    imgs = _images(data_dir, 2)
+    ex = Extractor(net, load_size=56, device="cpu", saliency_heads=[2])
+    session = InspectorSession(imgs, ex, layer=5, stride=7)
+    try:
+        assert session.strides() == [1, 2, 7, 14]
+        session.compute()
+        answer = session.query(0, 100.0, 200.0, scores=True)
+        grids = [m["grid"] for m in answer["maps"]]
+        assert grids == [[10, 7], [7, 10]]  # 56x77 and 77x56 pixels at stride 7
+        assert all(np.array(m["scores"]).shape == tuple(m["grid"]) for m in answer["maps"])
+        assert answer["maps"][0]["best_score"] == pytest.approx(1.0, abs=1e-5)  # the query patch itself
+        sal = session.saliency()["maps"]
+        assert [m["grid"] for m in sal] == grids
+        # The session's stride-7 extractor keeps the heads chosen on the stride-14 one.
+        direct = Extractor(net, stride=7, load_size=56, device="cpu").saliency(imgs[0], heads=[2])
+        torch.testing.assert_close(session.view().saliency[0].float(), direct[0])
+        assert session.correspondences(0, 1, num_pairs=3, thresh=0.0)["pairs"]
+    finally:
+        session.close()
+
+
 def test_cli_models_lists_every_backbone(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     for name in ("dino_vits8", "dinov2_vits14", "dinov2_vitg14_reg", *SUPERVISED_NAMES):
         assert name in out
+    lines = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
+    assert "0,2,4,5" in lines["dino_vits8"] and "all" in lines["dinov2_vits14_reg"]  # the saliency defaults
 
 
 # The tasks of the issue ("every task must work with every backbone") and their command names.
@@ -276,6 +345,60 @@ def test_timm_name_without_timm_names_the_extra(tmp_path, monkeypatch, capsys, d
     assert code == 2
     err = capsys.readouterr().err
     assert "dinokit[timm]" in err and err.count("\n") == 1
+
+
+class _FakeTimmViT(torch.nn.Module):
+    """What ``timm.create_model`` returns for a ViT, as far as dinokit looks: blocks, patch_embed, timm-named state."""
+
+    def __init__(self, net: VisionTransformer, state: dict) -> None:
+        super().__init__()
+        self.blocks, self.patch_embed = net.blocks, net.patch_embed
+        self._timm_state = state
+        self.pretrained_cfg = {"mean": (0.1, 0.2, 0.3), "std": (0.4, 0.5, 0.6)}
+
+    def state_dict(self, *args, **kwargs):  # noqa: D102 - timm's names
+        return self._timm_state
+
+
+def test_timm_model_by_name_with_timm_installed(tmp_path, monkeypatch, data_dir):
+    """``--model timm:NAME``: the weights, head count, LayerNorm eps and normalisation come from timm's model."""
+    import types
+
+    _, ref = tiny_dinov2_state(seed=2)
+    with torch.no_grad():
+        ref.pos_embed[:, 0] = 0  # timm's register models add no position to the CLS token
+    for m in ref.modules():
+        if isinstance(m, torch.nn.LayerNorm):
+            m.eps = 1e-5
+    state = {("reg_token" if k == "register_tokens" else k): v.clone() for k, v in ref.state_dict().items()}
+    state["pos_embed"] = state["pos_embed"][:, 1:].clone()
+    state["head.weight"], state["head.bias"] = torch.randn(7, 48), torch.zeros(7)
+    calls = []
+
+    def create_model(name, pretrained=True):
+        calls.append((name, pretrained))
+        if name == "resnet50":
+            return torch.nn.Linear(2, 2)
+        if name != "vit_tiny_reg4_test":
+            raise RuntimeError(f"Unknown model ({name})")
+        return _FakeTimmViT(ref, state)
+
+    monkeypatch.setitem(sys.modules, "timm", types.SimpleNamespace(create_model=create_model))
+    net = load_model("timm:vit_tiny_reg4_test")
+    assert calls[-1] == ("vit_tiny_reg4_test", True)
+    assert net.num_heads == 4 and net.num_prefix_tokens == 5 and net.cfg.layernorm_eps == 1e-5
+    assert net.cfg.mean == (0.1, 0.2, 0.3) and net.cfg.std == (0.4, 0.5, 0.6)
+    assert net.source == "timm:vit_tiny_reg4_test" and net.spec is None
+    x = torch.randn(1, 3, 56, 42)
+    torch.testing.assert_close(net(x), ref(x))
+    with pytest.raises(WeightsError, match=r"could not create the timm model 'nope' \(Unknown model \(nope\)\)"):
+        load_model("timm:nope")
+    with pytest.raises(WeightsError, match="not a plain ViT"):
+        load_model("timm:resnet50")
+    # The CLI takes the same route.
+    code = main(["extract", *_images(data_dir, 1), "-o", str(tmp_path), "--model", "timm:vit_tiny_reg4_test",
+                 "--device", "cpu", "-q", "--load-size", "56", "--layer", "3"])
+    assert code == 0 and len(list(tmp_path.glob("*.safetensors"))) == 1
 
 
 def test_hf_name_without_transformers_names_the_extra(monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import urllib.error
 
 import pytest
@@ -21,7 +22,7 @@ from dinokit.models import (
     model_names,
 )
 from dinokit.models.layers import interpolate_pos_embed
-from dinokit.models.weights import shape_report
+from dinokit.models.weights import build_and_load, shape_report
 
 # Official sizes (facebookresearch/dinov2 vit_small/base/large/giant2 at patch 14, img 518).
 OFFICIAL = {
@@ -32,6 +33,12 @@ OFFICIAL = {
 }
 # Hidden width of the official ViT-g's fused SwiGLU (w12 is 2x this): int(6144 * 2 / 3) rounded up to 8.
 GIANT_SWIGLU_HIDDEN = 4096
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test draws the same random inputs, whatever ran before it."""
+    torch.manual_seed(0)
 
 
 def official_shapes(dim: int, depth: int, ffn: str, registers: int) -> dict[str, tuple[int, ...]]:
@@ -96,6 +103,22 @@ def test_official_layout_loads_strictly(name):
     model.load_state_dict(state, strict=True, assign=True)
     # The architecture read back from the shapes alone is the registered one.
     assert infer_arch(state) == spec.arch
+    # The loader load_model uses (build on meta, strict, assign) takes the file as is ...
+    loaded = build_and_load(spec.arch, state, name)
+    assert set(loaded.state_dict()) == set(shapes)
+    assert all(tuple(v.shape) == shapes[k] for k, v in loaded.state_dict().items())
+    # ... and refuses a file with a missing, an extra or a mis-shaped entry, naming it.
+    for broken, words in (
+        ({k: v for k, v in state.items() if k != "blocks.0.ls1.gamma"}, "missing key(s): blocks.0.ls1.gamma"),
+        (dict(state, **{"head.weight": torch.empty(3, dim, device="meta")}), "unexpected key(s): head.weight"),
+        (dict(state, mask_token=torch.empty(1, 1, dim, device="meta")), "mis-shaped key(s): mask_token"),
+    ):
+        with pytest.raises(WeightsError, match=re.escape(words)):
+            build_and_load(spec.arch, broken, name)
+    # A plain file does not fit a register model, nor the reverse.
+    other = get_spec(name[:-4] if name.endswith("_reg") else name + "_reg").arch
+    with pytest.raises(WeightsError, match="register_tokens"):
+        build_and_load(other, state, name)
 
 
 def test_dinov2_vits14_reg_file_loads_by_name_from_the_cache(tmp_path, monkeypatch):
@@ -214,7 +237,7 @@ def test_stride_must_divide_14():
 def test_registers_are_not_patches():
     """Descriptors and saliency skip the registers; CLS attention is read over patch columns only."""
     model = tiny_dinov2(registers=4)
-    x = torch.randn(2, 3, 56, 70)
+    x = torch.randn(2, 3, 56, 70, generator=torch.Generator().manual_seed(0))
     ex = Extractor(model, device="cpu")
     feats = ex.extract(x, layers=-1, facets="token", include_cls=True, saliency=True)
     res = model.run(x, {2: ("token", "attn")})
@@ -223,13 +246,51 @@ def test_registers_are_not_patches():
     assert tokens.shape[1] == 1 + 4 + 20
     torch.testing.assert_close(feats.get()[:, 0], tokens[:, 0])  # row 0 is CLS, not a register
     torch.testing.assert_close(feats.get()[:, 1:], tokens[:, 5:])  # then the 20 patches
-    cls_to_patches = res.taps[2]["attn"][:, :, 0, 5:].mean(1)
+    # Saliency: each head's CLS row as a softmax over CLS + patches only (the registers taken out), then
+    # the CLS column dropped, heads averaged, min-max normalised.
+    row = res.taps[2]["attn"][:, :, 0]
+    per_head = row[:, :, 5:] / (row[:, :, :1] + row[:, :, 5:].sum(-1, keepdim=True))
+    cls_to_patches = per_head.mean(1)
     lo, hi = cls_to_patches.min(1, keepdim=True).values, cls_to_patches.max(1, keepdim=True).values
     torch.testing.assert_close(feats.saliency, (cls_to_patches - lo) / (hi - lo))
+    # ... which differs from merely dropping the register columns: the registers hold real mass.
+    from dinokit.features.saliency import saliency_from_cls_attention
+
+    assert (row[:, :, 1:5].sum(-1) > 0.05).all()
+    raw = saliency_from_cls_attention(row, 5, normalize=False)
+    torch.testing.assert_close(raw, cls_to_patches)
+    assert ((raw / row[:, :, 5:].mean(1)) > 1.05).all()
     # The registers do influence the patches (they take part in attention) ...
     with torch.no_grad():
         model.register_tokens.mul_(-3)
     assert not torch.allclose(Extractor(model, device="cpu").extract(x, layers=-1, facets="token").get(), feats.get()[:, 1:])
+
+
+def test_cls_patch_attention_is_a_softmax_without_the_register_keys():
+    """Computed independently from the block's query and key: logits, registers masked out, softmax, CLS dropped."""
+    from dinokit.features.saliency import cls_patch_attention
+
+    model = tiny_dinov2(registers=4)
+    x = torch.randn(2, 3, 42, 56)
+    taps = model.run(x, {1: ("query", "key", "cls_attn")}).taps[1]
+    logits = (taps["query"][:, :, :1] @ taps["key"].transpose(-2, -1))[:, :, 0] * (32 // 4) ** -0.5
+    logits[:, :, 1:5] = float("-inf")
+    expected = logits.softmax(-1)[:, :, 5:]
+    torch.testing.assert_close(cls_patch_attention(taps["cls_attn"], 5), expected)
+    # Without registers: the reference's attn[:, :, 0, 1:] of the softmax over all tokens, bit for bit.
+    plain = tiny_dinov2(registers=0)
+    res = plain.run(x, {1: ("attn", "cls_attn")})
+    assert torch.equal(cls_patch_attention(res.taps[1]["cls_attn"], 1), res.taps[1]["cls_attn"][:, :, 1:])
+    torch.testing.assert_close(res.taps[1]["cls_attn"][:, :, 1:], res.taps[1]["attn"][:, :, 0, 1:])
+
+
+def test_bad_saliency_heads_are_a_clear_error():
+    ex = Extractor(tiny_dinov2(), device="cpu")
+    x = torch.randn(1, 3, 28, 28)
+    with pytest.raises(DinokitError, match=r"saliency heads \[4\] out of range for a 4-head model"):
+        ex.saliency(x, heads=[0, 4])
+    with pytest.raises(DinokitError, match="empty"):
+        ex.saliency(x, heads=[])
 
 
 def test_swiglu_block_matches_its_definition():

@@ -22,6 +22,12 @@ from dinokit.models import convert_hf_state_dict, load_hf_model, load_model, rea
 DIM, HEADS, DEPTH = 48, 4, 3
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test draws the same random inputs, whatever ran before it."""
+    torch.manual_seed(0)
+
+
 def _randomise(model: torch.nn.Module, seed: int) -> None:
     """Non-trivial values everywhere (layer scales, norms, biases, mask and register tokens)."""
     gen = torch.Generator().manual_seed(seed)
@@ -79,16 +85,26 @@ def test_dinov2_parity_with_transformers_at_native_grid(tmp_path, registers, swi
     assert_parity(hf, ours, torch.randn(2, 3, 56, 56))
 
 
+@pytest.mark.parametrize("hw", [(70, 98), (42, 28)], ids=["upsampled", "downsampled"])
 @pytest.mark.parametrize("registers", [0, 4])
-def test_dinov2_parity_with_interpolated_positions(tmp_path, registers):
-    """Other sizes: ``interpolation='transformers'`` reproduces transformers exactly; the default is the official rule."""
+def test_dinov2_parity_with_interpolated_positions(tmp_path, registers, hw):
+    """Other sizes: ``interpolation='transformers'`` reproduces transformers exactly; the default is the official rule.
+
+    The positional table is 4 x 4 (image 56); 70 x 98 resizes it up to 5 x 7, 42 x 28 down to 3 x 2, where
+    the antialiasing of the register model (official and transformers alike) changes the result.
+    """
     hf = make_dinov2(registers)
     hf.save_pretrained(tmp_path)
-    x = torch.randn(1, 3, 70, 98)
+    x = torch.randn(1, 3, *hw)
     assert_parity(hf, load_hf_model(tmp_path, interpolation="transformers"), x)
     official = load_hf_model(tmp_path)
     if registers:  # transformers' register model resizes as the official one (exact size, antialiased)
         assert_parity(hf, official, x)
+        if hw == (42, 28):  # downsampling: without the antialiasing the outputs would differ
+            official.cfg = official.cfg.replace(interpolate_antialias=False)
+            with torch.no_grad():
+                diff = (official.run(x, {}, final_norm=True).output - hf(pixel_values=x).last_hidden_state).abs().max()
+            assert diff > 1e-3
     else:  # the official +0.1 scale-factor rule differs from transformers' exact-size resize
         with torch.no_grad():
             diff = (official.run(x, {}, final_norm=True).output - hf(pixel_values=x).last_hidden_state).abs().max()
@@ -109,7 +125,8 @@ def test_vit_parity_with_transformers(tmp_path):
 def test_in_memory_models_use_transformers_v5_names():
     """``state_dict()`` of a live model has q_proj / gate_proj names; files have query / weights_in."""
     hf = make_dinov2(swiglu=True)
-    assert any(".q_proj." in k for k in hf.state_dict())
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        assert any(".q_proj." in k for k in hf.state_dict())
     ours = load_hf_model(hf)
     assert_parity(hf, ours, torch.randn(1, 3, 56, 56))
     vit = make_vit()
@@ -124,8 +141,9 @@ def test_facets_are_the_attention_projections_of_the_same_pass(tmp_path):
     x = torch.randn(1, 3, 56, 56)
     seen: dict[str, torch.Tensor] = {}
     attn = hf.encoder.layer[1].attention
-    hooks = [getattr(attn, f"{n}_proj").register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, o))
-             for n in ("q", "k", "v")]
+    projections = {n: getattr(attn, f"{n}_proj", None) or getattr(attn.attention, full)  # v5 names, else v4
+                   for n, full in (("q", "query"), ("k", "key"), ("v", "value"))}
+    hooks = [projections[n].register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, o)) for n in ("q", "k", "v")]
     with torch.no_grad():
         hf(pixel_values=x)
     for h in hooks:

@@ -8,11 +8,18 @@ tokens and, as the official hub entries do, interpolate the positional
 embedding to the exact grid size with antialiasing (offset 0); the others use
 the scale-factor rule with offset 0.1 and no antialiasing.
 
-Saliency: every DINOv2 model averages *all* heads of the last block. The head
-subset (0, 2, 4, 5) of Amir et al. was picked for ``dino_vits8`` only, and head
-indices carry no meaning across models; without a measurement showing a better
-subset for a DINOv2 model, the unbiased choice is all heads. Register tokens
-never enter a saliency map: the CLS attention is read over the patch columns.
+Saliency: every DINOv2 model averages *all* heads of the last block
+(``--saliency-heads`` / ``Extractor(saliency_heads=...)`` choose others). The
+subset (0, 2, 4, 5) of Amir et al. was picked by hand for ``dino_vits8`` only,
+and head indices carry no meaning across models (each training run orders its
+heads arbitrarily). A subset can only be chosen by measuring the released
+weights, which cannot be downloaded here; ``benchmarks/saliency_heads.py``
+does that measurement (per-head ROC-AUC against the iCoseg / MSRC foreground
+masks) for anyone who has them. On the one trained model available (a
+ViT-Ti/16 DINO with 3 heads) the best head differed from group to group, so a
+subset picked on one set would not transfer; the unbiased default is all
+heads. Register tokens never enter a saliency map: they are taken out of the
+CLS row's softmax (see :mod:`dinokit.features.saliency`).
 """
 
 from __future__ import annotations

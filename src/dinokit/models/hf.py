@@ -10,13 +10,17 @@ and the names of its in-memory v5 modules (``attention.q_proj``,
 ``mlp.gate_proj``/``up_proj``) are understood.
 
 Positional-embedding interpolation: ``transformers`` resizes to the exact grid
-(``size=``), while the official DINO and DINOv2 (without registers) code uses
-the scale factor ``(grid + 0.1) / M``; the two agree at the native grid only.
+(``size=``, bicubic; ``ViTModel`` only with
+``interpolate_pos_encoding=True``), while the official DINO and DINOv2
+(without registers) code uses the scale factor ``(grid + 0.1) / M``; the two
+agree at the native grid only.
 ``interpolation="official"`` (default) reproduces the original release, so a
 converted ``facebook/dinov2-small`` gives the same features as the named
 ``dinov2_vits14``; ``interpolation="transformers"`` reproduces the
-``transformers`` model at every image size. For DINOv2 with registers both
-rules are the same (exact size, antialiased).
+``transformers`` model at every image size (tested to float precision for
+hidden states, attention and CLS output, at grids larger and smaller than the
+native one). For DINOv2 with registers both rules are the same (exact size,
+antialiased), so parity is exact with either setting.
 """
 
 from __future__ import annotations

@@ -11,6 +11,12 @@ supervised ViTs of ``timm`` (``vit_small_patch16_224``, ``vit_base_patch16_224``
 "AugReg" weights), normalised with mean = std = 0.5; those are registered here
 by their full ``timm`` names with the short names as aliases, and download
 from the ``timm`` organisation of the Hugging Face hub without needing ``timm``.
+The short aliases keep the paper's weights: current ``timm`` resolves
+``vit_base_patch16_224`` and ``vit_base_patch8_224`` to the later
+``augreg2_in21k_ft_in1k`` weights instead (``--model timm:NAME`` follows
+``timm``). There is no supervised ViT-S/8 in ``timm`` (its
+``vit_small_patch8_224`` is DINO's). Positions are interpolated with DINO's
+rule (as the reference extractor does for these models), not ``timm``'s.
 
 Any other ``timm`` ViT can be loaded by name (``load_timm_model`` or
 ``--model timm:NAME``) when ``timm`` is installed (``pip install 'dinokit[timm]'``).
