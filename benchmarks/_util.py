@@ -30,8 +30,25 @@ def matmul_gflops(n: int = 2048, repeat: int = 5) -> float:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MiB)."""
+    """Peak resident memory of this process (MiB): since the last :func:`reset_peak_rss`, else since start."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset the peak-RSS counter to the current RSS (Linux ``clear_refs``); ``False`` if unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def _child(q, fn, args):
@@ -45,15 +62,47 @@ def _child(q, fn, args):
 
 def run_isolated(fn: Callable, *args: Any) -> tuple[Any, float]:
     """Run ``fn(*args)`` in a fresh process; return its result and that process's peak RSS (MiB)."""
+    result, peak, _ = _spawn(_child, fn, args)
+    return result, peak
+
+
+def _child_with_baseline(q, fn, args):
+    # The matmul baseline is measured in this process right before and after the row,
+    # so a speed change of the (shared, virtual) machine between rows does not skew
+    # the row's percentage; the peak counter is reset after the first baseline so its
+    # matrices do not count towards the row's memory.
+    try:
+        before = matmul_gflops()
+        reset_peak_rss()
+        result = fn(*args)
+        peak = peak_rss_mb()
+        after = matmul_gflops()
+        q.put((result, peak, (before, after)))
+    except BaseException as exc:  # report, don't hang the parent
+        q.put((exc, peak_rss_mb(), None))
+
+
+def run_with_baseline(fn: Callable, *args: Any) -> tuple[Any, float, float]:
+    """Run ``fn(*args)`` in a fresh process between two matmul measurements.
+
+    Returns the result, the row's peak RSS (MiB, the process's baseline
+    included but not the matmul matrices) and the row's own fp32 matmul
+    GFLOP/s (the better of the measurements just before and just after it).
+    """
+    result, peak, (before, after) = _spawn(_child_with_baseline, fn, args)
+    return result, peak, max(before, after)
+
+
+def _spawn(target: Callable, fn: Callable, args: tuple) -> tuple:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_child, args=(q, fn, args))
+    p = ctx.Process(target=target, args=(q, fn, args))
     p.start()
-    result, peak, _ = q.get()
+    out = q.get()
     p.join()
-    if isinstance(result, BaseException):
-        raise result
-    return result, peak
+    if isinstance(out[0], BaseException):
+        raise out[0]
+    return out
 
 
 def print_table(rows: list[dict], title: str = "") -> None:

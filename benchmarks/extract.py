@@ -1,13 +1,19 @@
 """Descriptor extraction speed and memory (issue: foundation).
 
 Prints, for ViT-S/8 with random weights at 224x224 and 480x640, strides 8 and 4,
-and DINOv2 ViT-S/14 at 224x224 and 448x448, strides 14 and 7: seconds per image, achieved GFLOP/s and its share of this machine's fp32
-matmul GFLOP/s (measured in the same run), peak memory, and log-binning time
-against a straightforward per-position loop.
+and DINOv2 ViT-S/14 at 224x224 and 448x448, strides 14 and 7: seconds per image,
+achieved GFLOP/s and its share of this machine's fp32 matmul GFLOP/s, peak
+memory, and log-binning time against a straightforward per-position loop.
+
+Every row runs in a fresh process, and the matmul baseline is measured in that
+process right before and right after the row (the better of the two is the
+row's baseline): the speed of a shared virtual machine drifts by 2x within
+minutes, so a single baseline at the start would misstate the percentages.
 
     python benchmarks/extract.py            # the standard table
-    python benchmarks/extract.py --huge     # also 1024x1024 at stride 4 (~65k tokens; minutes)
+    python benchmarks/extract.py --huge     # also 1024x1024 at stride 4 (~65k tokens; tens of minutes)
     python benchmarks/extract.py --models dinov2_vits14   # only the DINOv2 rows
+    python benchmarks/extract.py --only-huge               # just the 1024x1024 row
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import best_time, matmul_gflops, print_table, run_isolated  # noqa: E402
+from _util import best_time, print_table, run_isolated, run_with_baseline  # noqa: E402
+
+HUGE = ("dino_vits8", (1024, 1024), 4)
 
 
 def vit_flops(tokens: int, dim: int, depth: int, patch: int, mlp_ratio: float = 4.0) -> float:
@@ -30,7 +38,8 @@ def vit_flops(tokens: int, dim: int, depth: int, patch: int, mlp_ratio: float = 
     return depth * per_block + embed
 
 
-def measure(model_name: str, size: tuple[int, int], stride: int, repeat: int) -> dict:
+def measure(model_name: str, size: tuple[int, int], stride: int, repeat: int, warmup: int) -> dict:
+    """Best seconds of the key facet of the last block plus saliency (the full depth) on one image."""
     from dinokit.features import Extractor
     from dinokit.models import create_model
 
@@ -39,19 +48,20 @@ def measure(model_name: str, size: tuple[int, int], stride: int, repeat: int) ->
     ex = Extractor(model, stride=stride, device="cpu")
     x = torch.randn(1, 3, *size)
     run = lambda: ex.extract(x, layers=-1, facets="key", saliency=True)  # noqa: E731
-    seconds = best_time(run, repeat=repeat)
-    feats = run()
-    tokens = 1 + feats.grid[0] * feats.grid[1]
-    flops = vit_flops(tokens, model.embed_dim, len(model.blocks), model.patch_size)
+    seconds = best_time(run, repeat=repeat, warmup=warmup)
+    rows, cols = model.grid_size(*size, stride)
+    tokens = model.num_prefix_tokens + rows * cols
+    flops = vit_flops(tokens, model.embed_dim, len(model.blocks), model.patch_size, model.cfg.mlp_ratio)
     return dict(seconds=seconds, tokens=tokens, gflops=flops / seconds / 1e9)
 
 
-def loop_bin(desc: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    """The reference's per-position log-binning loop (baseline)."""
+def loop_bin(desc: torch.Tensor, rows: int, cols: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The reference's per-position log-binning loop (baseline), optionally into a reused buffer."""
     B, T, D = desc.shape
     x = desc.transpose(1, 2).reshape(B, D, rows, cols)
     pools = [torch.nn.AvgPool2d(3**k, 1, 3**k // 2, count_include_pad=False)(x) for k in range(2)]
-    out = torch.zeros(B, 17 * D, rows, cols)
+    if out is None:
+        out = torch.zeros(B, 17 * D, rows, cols)
     for y in range(rows):
         for xx in range(cols):
             part = 0
@@ -67,43 +77,86 @@ def loop_bin(desc: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     return out.flatten(2).permute(0, 2, 1)
 
 
+def measure_binning(rows: int, cols: int, dim: int, repeat: int, threads: int) -> dict:
+    """Vectorised vs loop log-binning, each with a fresh output and with a reused output buffer."""
+    from dinokit.features import log_bin
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    desc = torch.randn(1, rows * cols, dim)
+    if not torch.equal(log_bin(desc, (rows, cols)), loop_bin(desc, rows, cols)):
+        raise AssertionError(f"log_bin differs from the loop on a {rows}x{cols} grid")
+    out = torch.empty(1, rows * cols, 17 * dim)
+    loop_out = torch.zeros(1, 17 * dim, rows, cols)
+    return dict(
+        fast=best_time(lambda: log_bin(desc, (rows, cols)), repeat=repeat),
+        slow=best_time(lambda: loop_bin(desc, rows, cols), repeat=1, warmup=0),
+        fast_reuse=best_time(lambda: log_bin(desc, (rows, cols), out=out), repeat=repeat),
+        slow_reuse=best_time(lambda: loop_bin(desc, rows, cols, loop_out), repeat=1, warmup=0),
+        alloc=best_time(lambda: torch.empty(1, rows * cols, 17 * dim).fill_(1.0), repeat=repeat),
+        memcpy=best_time(lambda: out.copy_(loop_out.view(out.shape)), repeat=repeat),
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--huge", action="store_true", help="add 1024x1024 at stride 4")
+    ap.add_argument("--huge", action="store_true", help="add 1024x1024 at stride 4 (ViT-S/8, ~65k tokens)")
+    ap.add_argument("--only-huge", action="store_true", help="run only the 1024x1024 row")
+    ap.add_argument("--no-binning", action="store_true", help="skip the log-binning table")
+    ap.add_argument("--binning-only", action="store_true", help="run only the log-binning table")
     ap.add_argument("--models", nargs="*", default=None,
                     help="models of the standard grid (default dino_vits8 plus the extra backbone rows)")
     args = ap.parse_args()
     extra_names = {m for m, _, _ in EXTRA_CONFIGS}
     grid_models = [m for m in (args.models or ["dino_vits8"]) if m not in extra_names]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    peak_matmul = matmul_gflops()
-    print(f"fp32 matmul (2048^3): {peak_matmul:.1f} GFLOP/s")
     configs = [(m, s, st) for m in grid_models for s in [(224, 224), (480, 640)] for st in (8, 4)]
     configs += [(m, s, st) for m, s, st in EXTRA_CONFIGS if args.models is None or m in args.models]
     if args.huge:
-        configs.append(("dino_vits8", (1024, 1024), 4))
+        configs.append(HUGE)
+    if args.only_huge:
+        configs = [HUGE]
+    if args.binning_only:
+        configs = []
     rows = []
     for name, size, stride in configs:
-        rep = 1 if size[0] * size[1] > 500_000 else args.repeat
-        res, peak = run_isolated(measure, name, size, stride, rep)
+        large = size[0] * size[1] > 500_000
+        rep, warm = (1, 0) if large else (args.repeat, 1)
+        res, peak, matmul = run_with_baseline(measure, name, size, stride, rep, warm)
         rows.append({
             "model": name, "size": f"{size[0]}x{size[1]}", "stride": stride, "tokens": res["tokens"],
-            "s/img": res["seconds"], "GFLOP/s": res["gflops"], "% of matmul": 100 * res["gflops"] / peak_matmul,
-            "peak MiB": peak,
+            "s/img": res["seconds"], "GFLOP/s": res["gflops"], "matmul GFLOP/s": matmul,
+            "% of matmul": 100 * res["gflops"] / matmul, "peak MiB": peak,
         })
-    print_table(rows, "Extraction: key facet of the last block + saliency, random weights, batch 1")
-
-    from dinokit.features import log_bin
+        print(f"  {rows[-1]['model']} {rows[-1]['size']} s{stride}: {res['seconds']:.3f} s, "
+              f"{rows[-1]['% of matmul']:.0f}% of matmul, peak {peak:.0f} MiB", flush=True)
+    if rows:
+        print_table(rows, "Extraction: key facet of the last block + saliency, random weights, batch 1, fp32")
+        print("matmul GFLOP/s: fp32 2048^3 torch.mm measured in the row's own process just before and after "
+              "it (the better of the two); peak MiB: the process's peak RSS (Python and torch included).")
+    if args.no_binning or args.only_huge:
+        return
 
     bin_rows = []
-    for (rows_, cols_), dim in [((27, 27), 384), ((55, 55), 384)]:
-        desc = torch.randn(1, rows_ * cols_, dim)
-        fast = best_time(lambda: log_bin(desc, (rows_, cols_)), repeat=5)
-        slow = best_time(lambda: loop_bin(desc, rows_, cols_), repeat=1, warmup=0)
-        torch.testing.assert_close(log_bin(desc, (rows_, cols_)), loop_bin(desc, rows_, cols_))
-        bin_rows.append({"grid": f"{rows_}x{cols_}", "dim": dim, "vectorised s": fast, "loop s": slow, "speed-up": slow / fast})
-    print_table(bin_rows, "Log-binning: vectorised vs per-position loop (outputs checked equal)")
+    # The grids of ViT-S/8 (dim 384) at 224x224 and 480x640, strides 8 and 4.
+    # One thread as well as the default: the copies are memory-bound (one thread nearly saturates the
+    # memory bus), and a single-threaded time does not suffer when other processes share the cores.
+    threads = sorted({1, torch.get_num_threads()})
+    grids = [(28, 28), (55, 55), (60, 80), (119, 159)]
+    for (rows_, cols_), n in [(g, n) for g in grids for n in threads]:
+        r, _ = run_isolated(measure_binning, rows_, cols_, 384, 5, n)
+        bin_rows.append({
+            "grid": f"{rows_}x{cols_}", "threads": n, "dim": 384, "output MiB": rows_ * cols_ * 17 * 384 * 4 / 2**20,
+            "loop s": r["slow"], "vectorised s": r["fast"], "speed-up": r["slow"] / r["fast"],
+            "loop, reused out s": r["slow_reuse"], "vectorised, reused out s": r["fast_reuse"],
+            "speed-up, reused out": r["slow_reuse"] / r["fast_reuse"], "fresh output alloc s": r["alloc"],
+            "output memcpy s": r["memcpy"],
+        })
+    print_table(bin_rows, "Log-binning: vectorised vs per-position loop (outputs checked bit-identical)")
+    print("'reused out': both write into a buffer allocated once (log_bin(..., out=buf)); 'fresh output alloc': "
+          "the time to allocate and first touch an output of that size, paid by both when the output is new; "
+          "'output memcpy s': copying a tensor of the output's size into the reused buffer (the floor).")
 
 
 # Rows other backbones add (model name, (H, W), stride).

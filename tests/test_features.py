@@ -39,16 +39,24 @@ def reference_log_bin(desc: torch.Tensor, rows: int, cols: int, hierarchy: int =
     return out.flatten(2).permute(0, 2, 1)
 
 
-@pytest.mark.parametrize("rows,cols,hierarchy", [(5, 7, 2), (1, 4, 2), (9, 3, 3), (2, 2, 1)])
-def test_log_bin_matches_reference_loop(rows, cols, hierarchy):
-    desc = torch.randn(2, rows * cols, 6)
+@pytest.mark.parametrize("rows,cols,hierarchy,dim", [(5, 7, 2, 6), (1, 4, 2, 6), (9, 3, 3, 6), (2, 2, 1, 6),
+                                                      (1, 1, 2, 5), (2, 13, 3, 7), (11, 12, 2, 48), (17, 9, 2, 384)])
+def test_log_bin_matches_reference_loop_bit_for_bit(rows, cols, hierarchy, dim):
+    desc = torch.randn(2, rows * cols, dim) * 3
     expected = reference_log_bin(desc, rows, cols, hierarchy)
-    torch.testing.assert_close(log_bin(desc, (rows, cols), hierarchy), expected, atol=1e-6, rtol=1e-6)
+    assert torch.equal(log_bin(desc, (rows, cols), hierarchy), expected)
+    # a batch with the CLS row sliced off (not contiguous) and a caller's output buffer
+    with_cls = torch.cat([torch.randn(2, 1, dim), desc], dim=1)
+    out = torch.full((2, rows * cols, (1 + 8 * hierarchy) * dim), float("nan"))
+    assert log_bin(with_cls[:, 1:], (rows, cols), hierarchy, out=out) is out
+    assert torch.equal(out, expected)
 
 
-def test_log_bin_rejects_wrong_grid():
+def test_log_bin_rejects_wrong_grid_and_buffer():
     with pytest.raises(ValueError):
         log_bin(torch.zeros(1, 10, 3), (3, 3))
+    with pytest.raises(ValueError, match="out must be"):
+        log_bin(torch.zeros(1, 9, 3), (3, 3), out=torch.zeros(1, 9, 50))
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "F", "1"])
@@ -79,9 +87,13 @@ def test_exif_orientation_applied(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     path = tmp_path / "rot.jpg"
+    img.paste((10, 10, 200), (20, 0, 40, 20))  # left half red, right half blue
     img.save(path, exif=exif)
     out = preprocess(path, None)
     assert out.original_size == (40, 20)
+    # displayed as stored rotated 90 degrees clockwise: the red left half is now on top
+    top, bottom = out.rgb[:15].reshape(-1, 3).mean(0), out.rgb[25:].reshape(-1, 3).mean(0)
+    assert top[0] > 150 > top[2] and bottom[2] > 150 > bottom[0]
 
 
 def test_resize_rule():
@@ -190,12 +202,22 @@ def test_fused_attention_matches_explicit(small_model):
     torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
 
 
-def test_low_precision(small_model):
-    x = torch.randn(1, 3, 32, 32)
-    ref = Extractor(small_model, device="cpu").extract(x, 2, "key").get()
-    bf = Extractor(create_model(small_model.cfg, seed=0), device="cpu", dtype="bfloat16").extract(x, 2, "key").get()
-    assert bf.dtype == torch.float32
-    assert F.cosine_similarity(ref.flatten(), bf.flatten(), dim=0) > 0.99
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision(small_model, dtype):
+    x = torch.randn(1, 3, 40, 48)
+    ref = Extractor(small_model, stride=4, device="cpu").extract(x, [1, 2], ["key", "token"], bin=True, saliency=True)
+    # the Extractor converts the model it is given: use a copy with the same weights
+    low = Extractor(create_model(small_model.cfg, seed=0), stride=4, device="cpu", dtype=dtype)
+    assert next(low.model.parameters()).dtype == getattr(torch, dtype)
+    feats = low.extract(x, [1, 2], ["key", "token"], bin=True, saliency=True)
+    assert feats.settings["dtype"] == dtype
+    for key, want in ref.descriptors.items():
+        got = feats.descriptors[key]
+        assert got.dtype == torch.float32 and got.shape == want.shape
+        assert F.cosine_similarity(want.flatten(), got.flatten(), dim=0) > 0.99
+        assert not torch.equal(got, want)  # really computed in low precision
+    assert feats.saliency.dtype == torch.float32
+    assert (feats.saliency - ref.saliency).abs().max() < 0.1
 
 
 def test_geometry_round_trips_non_square():
@@ -214,3 +236,110 @@ def test_geometry_round_trips_non_square():
     np.testing.assert_allclose(corner, [425.0, 301.0])
     with pytest.raises(IndexError):
         geo.index_to_xy(geo.num_patches)
+
+
+# --- dinokit extract: files, folders, globs, skipping, atomic writes, progress --------------------
+
+
+@pytest.fixture()
+def extract_setup(tmp_path, small_model):
+    from dinokit.models import save_backbone
+
+    weights = save_backbone(small_model, tmp_path / "small.safetensors")
+    imgs = tmp_path / "imgs"
+    (imgs / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, size in [("a.png", (48, 40)), ("b.jpg", (40, 56)), ("sub/c.png", (33, 47))]:
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(imgs / name)
+    (imgs / "notes.txt").write_text("not an image")
+    common = ["--weights", str(weights), "--load-size", "none", "--device", "cpu"]
+    return imgs, common
+
+
+def test_cli_extract_folder_glob_skip_overwrite(tmp_path, extract_setup, capsys):
+    from dinokit.cli import main
+    from dinokit.features.export import read_descriptor_file
+
+    imgs, common = extract_setup
+    out = tmp_path / "out"
+    assert main(["extract", str(imgs), "-o", str(out), *common, "--layer", "1", "--bin"]) == 0
+    err = capsys.readouterr().err
+    assert "extract" in err and "3/3" in err and "wrote 3 file(s)" in err  # progress bar and summary
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == ["a.safetensors", "b.safetensors", "sub/c.safetensors"]  # no temporary files left behind
+    tensors, meta = read_descriptor_file(out / "a.safetensors")
+    rows, cols = 1 + (40 - 8) // 4, 1 + (48 - 8) // 4  # default stride 'auto': half the 8-pixel patch
+    assert meta["grid"] == f"{rows},{cols}" and meta["stride"] == "4" and meta["resized_size"] == "40,48"
+    assert tensors["descriptors.l1.key"].shape == (rows * cols, 17 * 32)
+    assert json_settings(meta)["dtype"] == "float32" and json_settings(meta)["bin"] is True
+
+    # a rerun skips finished files without touching them (here without even loading the model)
+    stamp = (out / "a.safetensors").stat().st_mtime_ns
+    assert main(["extract", str(imgs), "-o", str(out), "--weights", str(tmp_path / "gone.safetensors")]) == 0
+    assert "already" in capsys.readouterr().err
+    assert (out / "a.safetensors").stat().st_mtime_ns == stamp
+    # a glob plus one more file: the new one is written, the finished one skipped; --quiet prints nothing
+    extra = tmp_path / "extra.png"
+    Image.new("RGB", (24, 24), "white").save(extra)
+    assert main(["extract", str(imgs / "*.png"), str(extra), "-o", str(out), *common, "--layer", "1", "-q"]) == 0
+    assert capsys.readouterr().err == ""
+    assert (out / "extra.safetensors").is_file() and (out / "a.safetensors").stat().st_mtime_ns == stamp
+    # --overwrite redoes the file with the new settings
+    assert main(["extract", str(imgs / "a.png"), "-o", str(out), *common, "--stride", "8", "--overwrite", "-q"]) == 0
+    tensors, meta = read_descriptor_file(out / "a.safetensors")
+    assert meta["grid"] == "5,6" and set(tensors) == {"descriptors.l2.key"}
+
+
+def json_settings(meta: dict) -> dict:
+    import json
+
+    return json.loads(meta["settings"])
+
+
+def test_cli_extract_bad_image_keeps_finished_outputs(tmp_path, extract_setup, capsys):
+    from dinokit.cli import main
+
+    imgs, common = extract_setup
+    (imgs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    out = tmp_path / "out"
+    assert main(["extract", str(imgs), "-o", str(out), *common, "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dinokit: error: ") and "broken.png" in err and len(err.splitlines()) == 1
+    assert (out / "a.safetensors").is_file()  # written before the bad file (sorted order: a, b, broken)
+    assert not list(out.rglob("*.tmp*"))
+    (imgs / "broken.png").unlink()
+    assert main(["extract", str(imgs), "-o", str(out), *common]) == 0
+    err = capsys.readouterr().err
+    assert "wrote 1 file(s)" in err and "skipped 2 already done" in err  # resumed: only sub/c was left
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    from dinokit.io import save_tensors, write_atomic
+
+    target = tmp_path / "x.safetensors"
+    save_tensors(target, {"a": torch.zeros(3)})
+    before = target.read_bytes()
+
+    def crash_midway(tmp):
+        tmp.write_bytes(b"half a file")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_atomic(target, crash_midway)
+    assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["x.safetensors"]
+    with pytest.raises(RuntimeError):
+        write_atomic(tmp_path / "new.bin", crash_midway)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.safetensors"]
+    with pytest.raises(DinokitError, match="already exists"):
+        save_tensors(target, {"a": torch.ones(3)}, overwrite=False)
+
+
+def test_cli_unwritable_output_is_one_line(tmp_path, extract_setup, capsys):
+    from dinokit.cli import main
+
+    imgs, common = extract_setup
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert main(["extract", str(imgs / "a.png"), "-o", str(blocker / "out"), *common, "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dinokit: error: ") and str(blocker) in err and len(err.splitlines()) == 1

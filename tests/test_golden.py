@@ -29,6 +29,12 @@ def ref():
 
 
 @pytest.fixture(scope="module")
+def images():
+    """The two preprocessed images, decoded once (the photos are 12 and 7 megapixels)."""
+    return {name: preprocess(GOLDEN / path, LOAD_SIZE) for name, path in CASES["images"].items()}
+
+
+@pytest.fixture(scope="module")
 def extractors(tiny_model):
     return {s: Extractor(tiny_model, stride=s, load_size=LOAD_SIZE, device="cpu") for s in (4, 8)}
 
@@ -50,9 +56,9 @@ def test_preprocessing(ref, name):
 
 
 @pytest.mark.parametrize("case", DESC_CASES, ids=lambda c: c["name"])
-def test_descriptor_case(ref, extractors, case):
+def test_descriptor_case(ref, extractors, images, case):
     ex = extractors[case["stride"]]
-    feats = ex.extract(GOLDEN / CASES["images"][case["image"]], case["layer"], case["facet"],
+    feats = ex.extract(images[case["image"]], case["layer"], case["facet"],
                        bin=case["bin"], include_cls=case["include_cls"])
     assert feats.grid == tuple(case["num_patches"])
     assert feats.geometry[0].resized_size == tuple(case["load_size"])
@@ -60,8 +66,8 @@ def test_descriptor_case(ref, extractors, case):
 
 
 @pytest.mark.parametrize("case", SAL_CASES, ids=lambda c: c["name"])
-def test_saliency_case(ref, extractors, case):
-    sal = extractors[case["stride"]].saliency(GOLDEN / CASES["images"][case["image"]], case["layer"], case["heads"])
+def test_saliency_case(ref, extractors, images, case):
+    sal = extractors[case["stride"]].saliency(images[case["image"]], case["layer"], case["heads"])
     assert_close(sal[0], ref[case["name"]])
 
 
@@ -83,17 +89,17 @@ def test_plain_forward_and_last_attention(ref, tiny_model, name):
         assert_close(tiny_model.get_last_selfattention(x)[0], ref[f"{name}.crop96.last_attn"])
 
 
-def test_training_checkpoint_teacher_reproduces_golden(ref, golden_dir):
+def test_training_checkpoint_teacher_reproduces_golden(ref, golden_dir, images):
     """DINO's training-layout checkpoint (teacher backbone = golden model) gives the same outputs."""
     model = load_model(weights=golden_dir / "dino_training_checkpoint.pth", num_heads=6)
     ex = Extractor(model, stride=4, load_size=LOAD_SIZE, device="cpu")
-    assert_close(ex.descriptors(GOLDEN / "images/cat.jpg", 11, "key")[0], ref["cat.s4.key.l11.bin0.cls0"])
+    assert_close(ex.descriptors(images["cat"], 11, "key")[0], ref["cat.s4.key.l11.bin0.cls0"])
 
 
-def test_best_buddies_inputs(ref, extractors):
+def test_best_buddies_inputs(ref, extractors, images):
     """The descriptors behind bb.* reproduce its similarity, nearest neighbours and mask."""
-    a = extractors[8].descriptors(GOLDEN / "images/cat.jpg", 9, "key", bin=True)[0]
-    b = extractors[8].descriptors(GOLDEN / "images/ibex.jpg", 9, "key", bin=True)[0]
+    a = extractors[8].descriptors(images["cat"], 9, "key", bin=True)[0]
+    b = extractors[8].descriptors(images["ibex"], 9, "key", bin=True)[0]
     sim = torch.nn.functional.normalize(a, dim=1) @ torch.nn.functional.normalize(b, dim=1).T
     torch.testing.assert_close(sim, ref["bb.similarity"], atol=1e-4, rtol=1e-4)
     nn1, nn2 = sim.argmax(dim=1), sim.argmax(dim=0)
@@ -102,22 +108,36 @@ def test_best_buddies_inputs(ref, extractors):
     assert torch.equal(mask, ref["bb.mask"].bool())
 
 
-def test_cli_extract_reproduces_golden(ref, tmp_path, tiny_weights):
-    out = tmp_path / "out"
-    code = main(["extract", str(GOLDEN / "images"), "-o", str(out), "--weights", str(tiny_weights),
-                 "--load-size", str(LOAD_SIZE), "--stride", "4", "--layer", "11", "--layer", "5",
-                 "--facet", "key", "--facet", "query", "--saliency", "--saliency-heads", "0,2,4,5",
-                 "--device", "cpu", "-q"])
-    assert code == 0
+# One `dinokit extract` run per (stride, bin, include_cls) group computes all of its layers and facets
+# (and the saliency) for both images in one pass each.
+CLI_GROUPS = sorted({(c["stride"], c["bin"], c["include_cls"]) for c in DESC_CASES})
+
+
+@pytest.mark.parametrize("stride,binned,cls", CLI_GROUPS, ids=lambda v: str(int(v)))
+def test_cli_extract_reproduces_every_case(ref, tmp_path, tiny_weights, stride, binned, cls):
+    cases = [c for c in DESC_CASES if (c["stride"], c["bin"], c["include_cls"]) == (stride, binned, cls)]
+    sal_cases = [c for c in SAL_CASES if c["stride"] == stride]
+    (sal_layer,), (sal_heads,) = {c["layer"] for c in sal_cases}, {tuple(c["heads"]) for c in sal_cases}
+    args = ["extract", str(GOLDEN / "images"), "-o", str(tmp_path), "--weights", str(tiny_weights),
+            "--load-size", str(LOAD_SIZE), "--stride", str(stride), "--device", "cpu", "-q",
+            "--saliency", "--saliency-layer", str(sal_layer), "--saliency-heads", ",".join(map(str, sal_heads))]
+    for layer in sorted({c["layer"] for c in cases}):
+        args += ["--layer", str(layer)]
+    for facet in sorted({c["facet"] for c in cases}):
+        args += ["--facet", facet]
+    args += ["--bin"] * binned + ["--include-cls"] * cls
+    assert main(args) == 0
+    files = {}
     for name in ("cat", "ibex"):
-        tensors, meta = read_descriptor_file(out / f"{name}.safetensors")
-        assert_close(tensors["descriptors.l11.key"], ref[f"{name}.s4.key.l11.bin0.cls0"])
-        assert_close(tensors["descriptors.l5.query"], ref[f"{name}.s4.query.l5.bin0.cls0"])
-        assert_close(tensors["saliency"], ref[f"{name}.s4.saliency"])
+        files[name] = read_descriptor_file(tmp_path / f"{name}.safetensors")
+        tensors, meta = files[name]
         rows, cols = map(int, meta["grid"].split(","))
-        assert rows * cols == tensors["saliency"].shape[0]
-    binned = tmp_path / "binned"
-    assert main(["extract", str(GOLDEN / "images/cat.jpg"), "-o", str(binned), "--weights", str(tiny_weights),
-                 "--load-size", str(LOAD_SIZE), "--stride", "8", "--layer", "9", "--bin", "-q"]) == 0
-    tensors, _ = read_descriptor_file(binned / "cat.safetensors")
-    assert_close(tensors["descriptors.l9.key"], ref["cat.s8.key.l9.bin1.cls0"], relative=True)
+        assert rows * cols == tensors["saliency"].shape[0] and meta["stride"] == str(stride)
+    for c in cases:
+        tensors, meta = files[c["image"]]
+        assert meta["grid"] == ",".join(map(str, c["num_patches"]))
+        assert meta["resized_size"] == ",".join(map(str, c["load_size"]))
+        assert_close(tensors[f"descriptors.l{c['layer']}.{c['facet']}"], ref[c["name"]],
+                     relative=c["bin"] or c["facet"] == "token")
+    for c in sal_cases:
+        assert_close(files[c["image"]][0]["saliency"], ref[c["name"]])

@@ -37,8 +37,11 @@ def test_named_dino_architectures_load_official_layout_strictly(tmp_path, name):
     spec = get_spec(name)
     a = spec.arch
     assert spec.url.startswith("https://dl.fbaipublicfiles.com/dino/") and spec.url.endswith("_pretrain.pth")
-    # A state dict in the official file's layout, built here with random values.
-    state = {k: v.clone() for k, v in VisionTransformer(a).state_dict().items()}
+    # A state dict in the official file's layout, built here with random values (shapes from a meta-device model).
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in VisionTransformer(a).state_dict().items()}
+    gen = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(shape, generator=gen) for k, shape in shapes.items()}
     assert set(state) == official_keys(a.depth)
     assert state["pos_embed"].shape == (1, 1 + (224 // a.patch_size) ** 2, a.embed_dim)
     path = tmp_path / spec.filename
@@ -107,6 +110,8 @@ def test_non_standard_width_needs_heads(tmp_path, tiny_weights):
     with pytest.raises(WeightsError, match="--num-heads"):
         load_model(weights=path)
     assert load_model(weights=path, num_heads=6).cfg.num_heads == 6
+    with pytest.raises(WeightsError, match=f"^{path}: embed_dim 48 is not divisible by num_heads 5"):
+        load_model(weights=path, num_heads=5)
 
 
 def test_safetensors_metadata_round_trip(tmp_path):
@@ -119,6 +124,21 @@ def test_safetensors_metadata_round_trip(tmp_path):
     torch.testing.assert_close(again(x), model(x))
     with pytest.raises(Exception):
         save_backbone(model, path, overwrite=False)
+
+
+def test_golden_metadata_scheme_read_and_written_identically(tmp_path, tiny_weights):
+    """The dinokit-arch-v1 header of the golden file parses, and saving writes the same strings back."""
+    from safetensors import safe_open
+
+    with safe_open(str(tiny_weights), "pt") as f:
+        meta = f.metadata()
+    cfg = ArchConfig.from_metadata(meta, str(tiny_weights))
+    assert (cfg.patch_size, cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.layernorm_eps) == (8, 48, 12, 6, 1e-6)
+    model = load_model(weights=tiny_weights)  # no --num-heads needed: the header says 6
+    assert model.cfg == cfg
+    with safe_open(str(save_backbone(model, tmp_path / "again.safetensors")), "pt") as f:
+        written = f.metadata()
+    assert {k: written[k] for k in meta} == meta
 
 
 def test_random_init_is_seeded():
@@ -189,8 +209,16 @@ def test_trained_release_format_loads(trained_weights):
     assert (model.cfg.embed_dim, model.cfg.num_heads, model.cfg.patch_size) == (192, 3, 16)
 
 
-def test_models_command_lists_cache_state(capsys):
+def test_models_command_lists_cache_state(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / get_spec("dino_vits16").filename
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"x")
     assert main(["models"]) == 0
-    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
     for name in DINO_NAMES:
-        assert name in out
+        spec = get_spec(name)
+        assert spec.url in lines[name]
+        assert lines[name].split()[-2] == ("yes" if name == "dino_vits16" else "no")
+    assert "(default)" in lines["dino_vits8"]
+    assert str(cached.parent) in lines["Weights"]

@@ -40,6 +40,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except DinokitError as exc:
         print(f"dinokit: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file-system problem with a named path (permissions, not a folder, disk full ...)
+        if not exc.filename:
+            raise
+        print(f"dinokit: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("dinokit: interrupted", file=sys.stderr)
         return 130

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from ..features import FACETS, list_images
-from ..features.export import extract_to_files
-from .common import add_model_args, add_overwrite, add_quiet, extractor_from_args, parse_load_size
+from ..features.export import extract_to_files, output_names
+from .common import (STRIDE_HELP, add_model_args, add_overwrite, add_quiet, extractor_from_args, parse_heads,
+                     parse_load_size, parse_stride)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.add_argument("--load-size", type=parse_load_size, default=224,
                    help="smaller image edge after resizing; 'none' keeps the size (default 224)")
-    p.add_argument("--stride", type=int, default=None, help="patch stride, must divide the patch size (default: patch size)")
+    p.add_argument("--stride", type=parse_stride, default="auto", help=STRIDE_HELP + " (the reference's default)")
     p.add_argument("--layer", type=int, action="append", default=None,
                    help="block index (repeatable; negative counts from the end; default -1, the last block: 11 for ViT-S/B)")
     p.add_argument("--facet", action="append", choices=FACETS, default=None, help="key, query, value or token (repeatable; default key)")
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--include-cls", action="store_true", help="keep the CLS token as row 0")
     p.add_argument("--saliency", action="store_true", help="also store the CLS-attention saliency map")
     p.add_argument("--saliency-layer", type=int, default=-1, help="block used for saliency (default: last)")
-    p.add_argument("--saliency-heads", type=lambda s: [int(v) for v in s.split(",")], default=None,
+    p.add_argument("--saliency-heads", type=parse_heads, default=None,
                    help="comma-separated heads averaged for saliency (default: the model's default, else all)")
     add_overwrite(p)
     add_quiet(p)
@@ -40,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     images = list_images(args.images)
     roots = [Path(i) for i in args.images if Path(i).is_dir()]
+    if not args.overwrite and all((args.out / f"{n}.safetensors").exists() for n in output_names(images, roots)):
+        if not args.quiet:  # nothing to do: do not even load the model
+            print(f"all {len(images)} file(s) already in {args.out} (--overwrite to redo)", file=sys.stderr)
+        return 0
     ext = extractor_from_args(args, stride=args.stride, load_size=args.load_size)
     report = extract_to_files(
         ext, images, args.out,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..models import cached_file, list_models
+from ..models import DEFAULT_MODEL, cache_dir, cached_file, list_models
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,13 +13,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = [("name", "arch", "cached", "source")]
+    rows = [("name", "arch", "saliency heads", "cached", "source")]
     for spec in list_models():
         a = spec.arch
         arch = f"ViT d{a.embed_dim} L{a.depth} H{a.num_heads} /{a.patch_size}" + (f" +{a.num_register_tokens}reg" if a.num_register_tokens else "")
         path = cached_file(spec)
-        rows.append((spec.name, arch, "yes" if path is not None and path.is_file() else "no", spec.url or "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        name = spec.name + (" (default)" if spec.name == DEFAULT_MODEL else "")
+        heads = ",".join(str(h) for h in spec.saliency_heads) if spec.saliency_heads is not None else "all"
+        rows.append((name, arch, heads, "yes" if path is not None and path.is_file() else "no", spec.url or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+    print(f"\nWeights are downloaded once into {cache_dir()}. Without network, pass a downloaded file with "
+          "--weights FILE, or save it in that folder (the download error names the exact file).")
     return 0

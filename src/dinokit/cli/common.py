@@ -42,7 +42,20 @@ def extractor_from_args(args: argparse.Namespace, stride: Optional[int] = None, 
     kwargs = {}
     if load_size != "default":
         kwargs["load_size"] = load_size
+    if getattr(args, "saliency_heads", None) is not None:
+        kwargs["saliency_heads"] = args.saliency_heads
     return Extractor(model_from_args(args), stride=stride, device=args.device, dtype=args.dtype, **kwargs)
+
+
+def parse_heads(text: str) -> list[int]:
+    """``0,2,4,5`` -> ``[0, 2, 4, 5]`` (attention head indices)."""
+    try:
+        heads = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated head indices such as 0,2,4,5, got {text!r}") from None
+    if not heads:
+        raise argparse.ArgumentTypeError("give at least one head index")
+    return heads
 
 
 def parse_load_size(text: str):

@@ -96,7 +96,11 @@ class Extractor:
         load_size: resize rule for images given as paths (smaller edge);
             ``None`` keeps the size.
         device, dtype: where and in which precision the backbone runs;
-            descriptors are returned as float32.
+            descriptors and saliency are returned as float32. A model passed
+            as an object is moved and converted in place (``Module.to``).
+        saliency_heads: heads of the saliency block averaged for saliency
+            maps when a call does not say (default: the named model's
+            documented default, else all heads).
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class Extractor:
         dtype: Union[str, torch.dtype, None] = None,
         num_heads: Optional[int] = None,
         progress: bool = True,
+        saliency_heads: Optional[Sequence[int]] = None,
     ) -> None:
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = parse_dtype(dtype)
@@ -125,6 +130,12 @@ class Extractor:
         self.load_size = load_size
         self.num_heads = int(self.model.num_heads)
         self.depth = len(self.model.blocks)
+        if saliency_heads is not None:
+            bad = [h for h in saliency_heads if not -self.num_heads <= int(h) < self.num_heads]
+            if bad or not len(saliency_heads):
+                raise DinokitError(f"saliency heads {list(saliency_heads)} do not fit a {self.num_heads}-head model "
+                                   f"(give indices 0..{self.num_heads - 1})")
+        self.saliency_heads = tuple(int(h) for h in saliency_heads) if saliency_heads is not None else None
 
     # --- inputs -------------------------------------------------------------
     def load(self, image: ImageInput, load_size: LoadSize = "default") -> LoadedImage:  # type: ignore[assignment]
@@ -142,7 +153,9 @@ class Extractor:
         return img
 
     def default_saliency_heads(self) -> Optional[tuple[int, ...]]:
-        """Heads averaged for saliency: the model's documented default, else all heads (``None``)."""
+        """Heads averaged for saliency: the extractor's, else the model's documented default, else all (``None``)."""
+        if self.saliency_heads is not None:
+            return self.saliency_heads
         spec = getattr(self.model, "spec", None)
         return getattr(spec, "saliency_heads", None)
 
@@ -192,13 +205,14 @@ class Extractor:
                     desc = t
                 else:  # (B, heads, N, d) -> (B, N, d * heads), channel index = c * heads + h
                     desc = t.permute(0, 2, 3, 1).flatten(2)
+                desc = desc.float()  # no copy in float32; low precision is binned in float32
                 cls_row = desc[:, :1]
                 desc = desc[:, prefix:]
                 if bin:
                     desc = log_bin(desc, res.grid)
                 elif include_cls:
                     desc = torch.cat([cls_row, desc], dim=1)
-                out[(layer, facet)] = desc.float()
+                out[(layer, facet)] = desc
         sal = None
         if saliency:
             heads = saliency_heads if saliency_heads is not None else self.default_saliency_heads()
@@ -209,7 +223,7 @@ class Extractor:
             for img in loaded
         ]
         settings = dict(layers=layer_list, facets=facet_list, bin=bin, include_cls=include_cls,
-                        stride=self.stride, patch_size=self.patch_size)
+                        stride=self.stride, patch_size=self.patch_size, dtype=str(self.dtype).replace("torch.", ""))
         if saliency:
             settings.update(saliency_layer=sal_layer, saliency_heads=list(heads) if heads is not None else None)
         return Features(out, res.grid, geoms, sal, loaded, settings)

@@ -87,6 +87,8 @@ def open_image(path: PathLike) -> Image.Image:
             rgb = to_rgb(im)
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file (or a format PIL cannot read)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: {exc} (raise PIL.Image.MAX_IMAGE_PIXELS to allow it)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: cannot read the image ({exc})") from None
     if rgb.width == 0 or rgb.height == 0:
@@ -132,7 +134,11 @@ def preprocess(
 
 
 def list_images(inputs: Sequence[PathLike], recursive: bool = True) -> list[Path]:
-    """Expand files, folders and glob patterns into a sorted, de-duplicated list of image files."""
+    """Expand files, folders and glob patterns into a sorted, de-duplicated list of image files.
+
+    Folders (searched recursively) and patterns keep the files with an image
+    suffix (:data:`IMAGE_SUFFIXES`); a file named explicitly is taken as it is.
+    """
     found: list[Path] = []
     for item in inputs:
         p = Path(item)
@@ -145,7 +151,10 @@ def list_images(inputs: Sequence[PathLike], recursive: bool = True) -> list[Path
             matches = sorted(Path().glob(str(item))) if not p.is_absolute() else sorted(Path(p.anchor).glob(str(p.relative_to(p.anchor))))
             if not matches:
                 raise ImageError(f"{item}: the pattern matches no file")
-            found.extend(m for m in matches if m.is_file())
+            images = [m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_SUFFIXES]
+            if not images:
+                raise ImageError(f"{item}: the pattern matches no image file ({', '.join(IMAGE_SUFFIXES)})")
+            found.extend(images)
         else:
             raise ImageError(f"{item}: no such file or folder")
     seen: set[Path] = set()

@@ -60,8 +60,8 @@ class Attention(nn.Module):
             for i, name in enumerate(("query", "key", "value")):
                 if name in want:
                     taps[name] = qkv[i]
-            if "cls_attn" in want:
-                logits = (q[:, :, :1] * self.scale) @ k.transpose(-2, -1)
+            if "cls_attn" in want:  # one row, in float32 even for a half-precision model
+                logits = (q[:, :, :1].float() * self.scale) @ k.float().transpose(-2, -1)
                 taps["cls_attn"] = logits.softmax(dim=-1)[:, :, 0]
         if taps is not None and "attn" in want:
             attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)

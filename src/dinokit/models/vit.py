@@ -8,6 +8,7 @@ official files load with strict key checking.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional
 
@@ -35,9 +36,13 @@ class ForwardResult:
 
 
 class VisionTransformer(nn.Module):
-    """ViT backbone whose patch stride can be changed per call (overlapping patches)."""
+    """ViT backbone whose patch stride can be changed per call (overlapping patches).
 
-    def __init__(self, cfg: ArchConfig, drop_path_rate: float = 0.0) -> None:
+    Built with DINO's random initialisation (reproducible with ``seed``); on
+    the meta device nothing is initialised, for loading weights.
+    """
+
+    def __init__(self, cfg: ArchConfig, drop_path_rate: float = 0.0, seed: Optional[int] = None) -> None:
         super().__init__()
         self.cfg = cfg
         d = cfg.embed_dim
@@ -69,7 +74,7 @@ class VisionTransformer(nn.Module):
         )
         self.norm = nn.LayerNorm(d, eps=cfg.layernorm_eps)
         self.head = nn.Identity()
-        self.init_weights()
+        self.init_weights(seed)
 
     def init_weights(self, seed: Optional[int] = None) -> None:
         """Random initialisation as in DINO (truncated normal, std 0.02); skipped on the meta device."""
@@ -78,8 +83,10 @@ class VisionTransformer(nn.Module):
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
 
         def trunc(t: Tensor) -> None:
+            # DINO's trunc_normal_(std=.02) keeps its default bounds of +-2 in absolute terms (100 std), so
+            # it is a plain normal; clamping a scaled randn gives the same distribution far faster.
             with torch.no_grad():
-                t.copy_(torch.randn(t.shape, generator=gen).clamp_(-2, 2) * 0.02)
+                t.copy_((torch.randn(t.shape, generator=gen) * 0.02).clamp_(-2.0, 2.0))
 
         trunc(self.pos_embed)
         trunc(self.cls_token)
@@ -94,8 +101,11 @@ class VisionTransformer(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Conv2d):
-                trunc(m.weight)
-                nn.init.zeros_(m.bias)
+                # DINO leaves the patch embedding at PyTorch's default Conv2d initialisation.
+                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=gen)
+                if m.bias is not None:
+                    bound = 1.0 / math.sqrt(m.weight[0].numel())
+                    nn.init.uniform_(m.bias, -bound, bound, generator=gen)
 
     # --- token preparation -------------------------------------------------
     def grid_size(self, height: int, width: int, stride: Optional[int] = None) -> tuple[int, int]:

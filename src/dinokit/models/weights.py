@@ -291,18 +291,23 @@ def load_model(
     if weights is not None:
         loaded = read_weights(weights, checkpoint_key)
         source = loaded.source
-        if arch is not None:
-            cfg = arch if num_heads is None else arch.replace(num_heads=num_heads)
-        elif loaded.metadata and loaded.metadata.get("format") == "dinokit-arch-v1":
-            cfg = ArchConfig.from_metadata(loaded.metadata, source)
-            if num_heads is not None:
-                cfg = cfg.replace(num_heads=num_heads)
-        elif spec is not None:
-            cfg = spec.arch if num_heads is None else spec.arch.replace(num_heads=num_heads)
-        elif num_heads is None and loaded.args is not None:
-            cfg = _arch_from_args(loaded.args, loaded.state_dict, source) or infer_arch(loaded.state_dict, None, source)
-        else:
-            cfg = infer_arch(loaded.state_dict, num_heads, source)
+        try:
+            if arch is not None:
+                cfg = arch if num_heads is None else arch.replace(num_heads=num_heads)
+            elif loaded.metadata and loaded.metadata.get("format") == "dinokit-arch-v1":
+                cfg = ArchConfig.from_metadata(loaded.metadata, source)
+                if num_heads is not None:
+                    cfg = cfg.replace(num_heads=num_heads)
+            elif spec is not None:
+                cfg = spec.arch if num_heads is None else spec.arch.replace(num_heads=num_heads)
+            elif num_heads is None and loaded.args is not None:
+                cfg = _arch_from_args(loaded.args, loaded.state_dict, source) or infer_arch(loaded.state_dict, None, source)
+            else:
+                cfg = infer_arch(loaded.state_dict, num_heads, source)
+        except WeightsError as exc:  # e.g. a head count that does not divide the width: name the file
+            if str(exc).startswith(source):
+                raise
+            raise WeightsError(f"{source}: {exc}") from None
         net = build_and_load(cfg, loaded.state_dict, source)
     elif spec is not None and pretrained:
         path = download_weights(spec, progress=progress)
@@ -313,8 +318,7 @@ def load_model(
         cfg = arch or spec.arch  # type: ignore[union-attr]
         if num_heads is not None:
             cfg = cfg.replace(num_heads=num_heads)
-        net = VisionTransformer(cfg)
-        net.init_weights(seed)
+        net = VisionTransformer(cfg, seed=seed)  # initialised once, from the seed
         source = "random"
     return _finish(net, spec, source, device, dtype)
 
