@@ -30,6 +30,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import dinokit  # noqa: F401  (before torch: dinokit's allocator setting)
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -37,28 +37,21 @@ as three float32 copies of all descriptors (a lower bound: 6.6 GiB each).
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-# This folder holds scripts named like standard modules: keep it off the import path and load the
-# shared helpers by file.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import numpy as np
 
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import dinokit  # noqa: F401  (before torch: dinokit's allocator setting applies to both sides of each row)
 
-import numpy as np  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("_coseg_bench_util", _HERE / "_util.py")
-_util = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_util)  # type: ignore[union-attr]
-peak_rss_mb, print_table, matmul_gflops = _util.peak_rss_mb, _util.print_table, _util.matmul_gflops
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import matmul_gflops, peak_rss_mb, print_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DINOKIT_SHARED", ROOT.parent / "shared")) / "data"

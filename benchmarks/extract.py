@@ -22,6 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import dinokit  # noqa: F401  (before torch: dinokit's allocator setting)
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

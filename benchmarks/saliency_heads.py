@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import dinokit  # noqa: F401  (before torch: dinokit's allocator setting)
 import torch
 import torch.nn.functional as F
 from PIL import Image

@@ -19,25 +19,21 @@ present, else generated ones. Run: ``python benchmarks/train.py``.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-# Keep this folder off the import path (benchmarks/inspector.py would shadow the standard module).
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+import numpy as np
 
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import dinokit  # noqa: F401  (before torch: dinokit's allocator setting)
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-from dinokit.train import (  # noqa: E402
+from dinokit.train import (
     DINOLoss,
     DinoTrainer,
     MultiCropAugmentation,
@@ -45,16 +41,14 @@ from dinokit.train import (  # noqa: E402
     TrainConfig,
     build_networks,
 )
-from dinokit.train.augment import normalize_batch  # noqa: E402
-from dinokit.train.data import collate_crops, find_images  # noqa: E402
-from dinokit.train.trainer import backbone_arch, clip_gradients, ema_update, params_groups  # noqa: E402
+from dinokit.train.augment import normalize_batch
+from dinokit.train.data import collate_crops, find_images
+from dinokit.train.trainer import backbone_arch, clip_gradients, ema_update, params_groups
 
-_spec = importlib.util.spec_from_file_location("_train_bench_util", os.path.join(_HERE, "_util.py"))
-_util = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_util)  # type: ignore[union-attr]
-matmul_gflops, print_table = _util.matmul_gflops, _util.print_table
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import matmul_gflops, print_table  # noqa: E402
 
-ROOT = Path(_HERE).parent
+ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DINOKIT_SHARED", ROOT.parent / "shared"))
 
 

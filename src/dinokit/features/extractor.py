@@ -11,7 +11,6 @@ interpolation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
 import torch
