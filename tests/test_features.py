@@ -123,7 +123,8 @@ def test_bad_images_named_in_errors(tmp_path, small_model):
 
 def test_list_images_expands_folders_and_globs(tmp_path):
     (tmp_path / "sub").mkdir()
-    for name in ("a.jpg", "b.PNG", "sub/c.png", "notes.txt"):
+    (tmp_path / ".cache").mkdir()
+    for name in ("a.jpg", "b.PNG", "sub/c.png", "notes.txt", "._a.jpg", ".cache/d.png", ".a.png.x1.tmp.png"):
         p = tmp_path / name
         if name.endswith("txt"):
             p.write_text("x")
@@ -132,6 +133,7 @@ def test_list_images_expands_folders_and_globs(tmp_path):
     found = list_images([tmp_path])
     assert [p.name for p in found] == ["a.jpg", "b.PNG", "c.png"]
     assert [p.name for p in list_images([str(tmp_path / "*.jpg"), tmp_path / "a.jpg"])] == ["a.jpg"]
+    assert [p.name for p in list_images([tmp_path / "._a.jpg"])] == ["._a.jpg"]  # named explicitly: taken
     with pytest.raises(ImageError, match="matches no file"):
         list_images([str(tmp_path / "*.gif")])
     (tmp_path / "empty").mkdir()

@@ -137,21 +137,28 @@ def list_images(inputs: Sequence[PathLike], recursive: bool = True) -> list[Path
     """Expand files, folders and glob patterns into a sorted, de-duplicated list of image files.
 
     Folders (searched recursively) and patterns keep the files with an image
-    suffix (:data:`IMAGE_SUFFIXES`); a file named explicitly is taken as it is.
+    suffix (:data:`IMAGE_SUFFIXES`), leaving out hidden files and folders (a
+    name starting with ``.``: macOS's ``._photo.jpg`` companions, unfinished
+    temporary outputs); a file named explicitly is taken as it is.
     """
     found: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             pattern = "**/*" if recursive else "*"
-            found.extend(sorted(f for f in p.glob(pattern) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+            found.extend(sorted(
+                f for f in p.glob(pattern)
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            ))
         elif p.exists():
             found.append(p)
         elif any(ch in str(item) for ch in "*?["):
             matches = sorted(Path().glob(str(item))) if not p.is_absolute() else sorted(Path(p.anchor).glob(str(p.relative_to(p.anchor))))
             if not matches:
                 raise ImageError(f"{item}: the pattern matches no file")
-            images = [m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_SUFFIXES]
+            images = [m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_SUFFIXES
+                      and not m.name.startswith(".")]
             if not images:
                 raise ImageError(f"{item}: the pattern matches no image file ({', '.join(IMAGE_SUFFIXES)})")
             found.extend(images)
