@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import resource
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -131,3 +132,11 @@ def _fmt(v: Any) -> str:
             return f"{v:.2f}"
         return f"{v:.4f}"
     return str(v)
+
+
+def find_pair(shared: Path) -> tuple[Path, Path]:
+    """The first two PF-WILLOW car images: the pair the correspondence and inspector benchmarks time."""
+    files = sorted((shared / "data" / "pf-willow" / "car(G)").glob("*.png"))
+    if len(files) < 2:
+        raise SystemExit(f"no PF-WILLOW images under {shared / 'data'} (set DINOKIT_SHARED)")
+    return files[0], files[1]

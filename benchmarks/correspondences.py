@@ -34,16 +34,9 @@ import dinokit  # noqa: F401  (before torch: dinokit's allocator setting)
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import best_time, matmul_gflops, print_table  # noqa: E402
+from _util import best_time, find_pair, matmul_gflops, print_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def find_pair(shared: Path) -> tuple[Path, Path]:
-    files = sorted((shared / "data" / "pf-willow" / "car(G)").glob("*.png"))
-    if len(files) < 2:
-        raise SystemExit(f"no PF-WILLOW images under {shared / 'data'} (set DINOKIT_SHARED)")
-    return files[0], files[1]
 
 
 def loop_similarity_best_buddies(a: torch.Tensor, b: torch.Tensor, rows: int) -> tuple[float, torch.Tensor]:

@@ -40,16 +40,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _util  # noqa: E402
-from _util import print_table  # noqa: E402
+from _util import find_pair, print_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def find_pair(shared: Path) -> tuple[Path, Path]:
-    files = sorted((shared / "data" / "pf-willow" / "car(G)").glob("*.png"))
-    if len(files) < 2:
-        raise SystemExit(f"no PF-WILLOW images under {shared / 'data'} (set DINOKIT_SHARED)")
-    return files[0], files[1]
 
 
 class Client:

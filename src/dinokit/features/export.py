@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import torch
 from safetensors import safe_open
@@ -56,21 +56,25 @@ def output_names(paths: Sequence[Path], roots: Optional[Sequence[Path]] = None) 
     return names
 
 
-def features_to_tensors(feats: Features, index: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and string metadata for image ``index`` of ``feats``."""
-    tensors = {f"descriptors.l{layer}.{facet}": d[index] for (layer, facet), d in feats.descriptors.items()}
-    if feats.saliency is not None:
-        tensors["saliency"] = feats.saliency[index]
-    geo = feats.geometry[index]
-    meta = {
+def geometry_metadata(geo: Any, settings: dict) -> dict[str, str]:
+    """The string metadata of a descriptor file: format, grid and image sizes, patch and stride, settings."""
+    return {
         "format": FORMAT,
         "grid": f"{geo.grid[0]},{geo.grid[1]}",
         "resized_size": f"{geo.resized_size[0]},{geo.resized_size[1]}",
         "original_size": f"{geo.original_size[0]},{geo.original_size[1]}",
         "patch_size": str(geo.patch_size),
         "stride": str(geo.stride),
-        "settings": json.dumps(feats.settings),
+        "settings": json.dumps(settings),
     }
+
+
+def features_to_tensors(feats: Features, index: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and string metadata for image ``index`` of ``feats``."""
+    tensors = {f"descriptors.l{layer}.{facet}": d[index] for (layer, facet), d in feats.descriptors.items()}
+    if feats.saliency is not None:
+        tensors["saliency"] = feats.saliency[index]
+    meta = geometry_metadata(feats.geometry[index], feats.settings)
     img = feats.images[index] if feats.images else None
     if img is not None and img.path is not None:
         meta["image"] = str(img.path)

@@ -39,6 +39,9 @@ class LoadedImage:
     original_size: tuple[int, int]
     path: Optional[Path] = None
 
+    def __repr__(self) -> str:  # the pixel arrays would flood every result that holds an image
+        return f"LoadedImage(path={self.path!r}, size={self.size}, original_size={self.original_size})"
+
     @property
     def size(self) -> tuple[int, int]:
         """Resized ``(height, width)``."""

@@ -725,13 +725,31 @@ def cosegment(
 ) -> Optional[dict]:
     """Co-segment one set and write its results to ``output_dir``; returns ``done.json``'s content, or
     ``None`` when the set was already finished (rerun with ``overwrite=True``)."""
-    if not overwrite and set_is_done(output_dir, "cosegmentation"):
+    return fit_and_save_set(CoSegmentation, save_cosegmentation, "cosegmentation", images, output_dir, extractor,
+                            overwrite=overwrite, mask_size=mask_size, save_intermediate=save_intermediate, **kwargs)
+
+
+def fit_and_save_set(
+    estimator: Any,
+    save: Any,
+    method: str,
+    images: Any,
+    output_dir: Union[str, Path],
+    extractor: Union[Extractor, str, Path, None],
+    *,
+    overwrite: bool,
+    mask_size: str,
+    save_intermediate: bool,
+    **kwargs: Any,
+) -> Optional[dict]:
+    """Shared body of :func:`cosegment` and ``part_cosegment``: skip a finished set, else fit, save, release."""
+    if not overwrite and set_is_done(output_dir, method):
         return None
-    model = CoSegmentation(extractor, **kwargs)
+    model = estimator(extractor, **kwargs)
     try:
         model.fit(images)
-        return save_cosegmentation(model, output_dir, mask_size=mask_size, save_intermediate=save_intermediate,
-                                   progress=model.progress)
+        return save(model, output_dir, mask_size=mask_size, save_intermediate=save_intermediate,
+                    progress=model.progress)
     finally:
         model.close()
 

@@ -40,7 +40,7 @@ from PIL import Image
 
 from ..errors import DinokitError
 from ..features import Extractor
-from .cosegmentation import (CoSegmentation, SetFeatures, checkerboard, elbow_lookahead, extract_set,
+from .cosegmentation import (CoSegmentation, SetFeatures, checkerboard, elbow_lookahead, extract_set, fit_and_save_set,
                              first_stage_clustering)
 from .descriptor_store import l2_normalize
 from .kmeans import KMeans, elbow_search, squared_distances
@@ -432,14 +432,6 @@ def part_cosegment(
     **kwargs: Any,
 ) -> Optional[dict]:
     """Part co-segment one set into ``output_dir``; ``None`` when it was already finished."""
-    from .cosegmentation import set_is_done
-
-    if not overwrite and set_is_done(output_dir, "part_cosegmentation"):
-        return None
-    model = PartCoSegmentation(extractor, **kwargs)
-    try:
-        model.fit(images)
-        return save_part_cosegmentation(model, output_dir, mask_size=mask_size, save_intermediate=save_intermediate,
-                                        progress=model.progress)
-    finally:
-        model.close()
+    return fit_and_save_set(PartCoSegmentation, save_part_cosegmentation, "part_cosegmentation", images, output_dir,
+                            extractor, overwrite=overwrite, mask_size=mask_size, save_intermediate=save_intermediate,
+                            **kwargs)

@@ -19,7 +19,6 @@ uninterrupted one.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch
 
 from ...errors import DinokitError
 from ...features.coords import GridGeometry
-from ...features.export import FORMAT, read_descriptor_file
+from ...features.export import geometry_metadata, read_descriptor_file
 from ...io import save_tensors
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -146,16 +145,7 @@ class ImageDescriptorCache:
         return f"descriptors.l{self.finder.layer}.{self.finder.facet}"
 
     def _save(self, f: Path, raw: torch.Tensor, sal: torch.Tensor, geo: GridGeometry, path: Any) -> None:
-        meta = {
-            "format": FORMAT,
-            "grid": f"{geo.grid[0]},{geo.grid[1]}",
-            "resized_size": f"{geo.resized_size[0]},{geo.resized_size[1]}",
-            "original_size": f"{geo.original_size[0]},{geo.original_size[1]}",
-            "patch_size": str(geo.patch_size),
-            "stride": str(geo.stride),
-            "settings": json.dumps(self.finder.settings()),
-            "image": str(path),
-        }
+        meta = {**geometry_metadata(geo, self.finder.settings()), "image": str(path)}
         save_tensors(f, {self._key(): raw, "saliency": sal}, meta)
 
 

@@ -219,3 +219,23 @@ def check_mask_matches_image(mask_path: Path, image_path: Path, cache: Optional[
         raise DatasetError(
             f"{mask_path}: mask is {ms[0]}x{ms[1]} but its image {image_path.name} is {isz[0]}x{isz[1]}"
         )
+
+
+def select_named(items: list, wanted: Optional[Any], root: PathLike, what: str, check: bool) -> list:
+    """Keep the items named in ``wanted`` (all when ``None``), failing on unknown names or an empty result.
+
+    ``what`` names one item in messages ("co-segmentation set", "sequence"); with ``check`` every
+    kept item is validated (files readable, masks matching their images).
+    """
+    if wanted is not None:
+        items = [it for it in items if it.name in wanted]
+        missing = set(wanted) - {it.name for it in items}
+        if missing:
+            raise DatasetError(f"{root}: no {what} named {', '.join(sorted(missing))}")
+    if not items:
+        raise DatasetError(f"{root}: no {what}s found")
+    if check:
+        cache: dict = {}
+        for it in items:
+            it.validate(cache)
+    return items

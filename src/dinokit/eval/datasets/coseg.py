@@ -37,6 +37,7 @@ from ._common import (
     read_binary_mask,
     read_rgb,
     require_dir,
+    select_named,
 )
 
 MASK_DIR_NAMES = ("masks", "GroundTruth", "groundtruth", "ground_truth", "GT", "gt", "Masks", "annotations")
@@ -188,15 +189,4 @@ def read_coseg(
     else:
         out = [_set_from_folder(d, require_masks) for d in _subdirs(root)
                if (sets is None or d.name in sets)]
-    if sets is not None:
-        out = [s for s in out if s.name in sets]
-        missing = set(sets) - {s.name for s in out}
-        if missing:
-            raise DatasetError(f"{root}: no co-segmentation set named {', '.join(sorted(missing))}")
-    if not out:
-        raise DatasetError(f"{root}: no co-segmentation sets found")
-    if check:
-        cache: dict = {}
-        for s in out:
-            s.validate(cache)
-    return out
+    return select_named(out, sets, root, "co-segmentation set", check)

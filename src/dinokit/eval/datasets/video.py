@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ...errors import DatasetError
-from ._common import PathLike, image_size, list_images, read_label_mask, read_rgb, require_dir
+from ._common import PathLike, image_size, list_images, read_label_mask, read_rgb, require_dir, select_named
 
 VOID_LABEL = 255
 
@@ -174,14 +174,4 @@ def read_davis(
             if not (d / "frames").is_dir():
                 raise DatasetError(f"{d}: no frames/ folder (expected <seq>/frames and <seq>/masks)")
             seqs.append(_sequence(d.name, d / "frames", d / "masks", require_first_mask))
-    if sequences is not None:
-        missing = set(sequences) - {s.name for s in seqs}
-        if missing:
-            raise DatasetError(f"{root}: no sequence named {', '.join(sorted(missing))}")
-    if not seqs:
-        raise DatasetError(f"{root}: no DAVIS sequences found")
-    if check:
-        cache: dict = {}
-        for s in seqs:
-            s.validate(cache)
-    return seqs
+    return select_named(seqs, sequences, root, "sequence", check)

@@ -309,6 +309,7 @@ async function showSaliency() {
 
 async function showPca() {
   const k = clampInt($("pca-components").value, 3, 16, 4);
+  $("pca-info").textContent = "Computing…";
   const res = await api(`/api/pca?${params({ components: k, show: $("pca-show").value })}`);
   if (state.view !== "pca") return;
   clearLinks();
