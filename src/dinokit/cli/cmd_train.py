@@ -40,7 +40,8 @@ _OPTIONS = [
     ("--local-size", "local_size", int, "local crop size (default 96; small-data 64)"),
     ("--local-crops-number", "local_crops_number", int, "local crops per image (default 8; small-data 4)"),
     ("--seed", "seed", int, "random seed (default 0)"),
-    ("--num-workers", "num_workers", int, "data-loading processes (default: min(8, CPUs-1) on GPU, min(4, CPUs/2) on CPU)"),
+    ("--num-workers", "num_workers", int,
+     "data-loading processes (default: min(8, CPUs-1) on GPU, 0 on CPU, where the step uses every core)"),
     ("--log-every", "log_every", int, "write a metrics line every N steps (default 10)"),
     ("--saveckp-freq", "saveckp_freq", int, "also keep checkpointNNNN.pth every N epochs (default 0: never)"),
 ]
