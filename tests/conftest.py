@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -16,6 +18,35 @@ GOLDEN = SHARED / "golden"
 DATA = SHARED / "data"
 TINY_WEIGHTS = GOLDEN / "tiny_vit_p8_d48_h6_l12.safetensors"
 TRAINED_WEIGHTS = GOLDEN / "dino_vit_tiny16_shared_data_pretrain.pth"
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a block with ``n`` torch threads, then restore the previous count.
+
+    Tiny models and tensors gain nothing from threads, and on a busy machine
+    idle-spinning workers stall small ops, so most tests run single-threaded.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_thread_module() -> Iterator[None]:
+    """One torch thread for a whole test module (``pytestmark = pytest.mark.usefixtures(...)``)."""
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread for one test."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

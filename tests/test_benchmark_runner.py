@@ -28,16 +28,12 @@ from dinokit.eval.benchmark import (
 from dinokit.eval.datasets import image_size, read_pf_willow
 from dinokit.eval.metrics import pck
 
+from .conftest import torch_threads
+
 LOAD = 64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run fastest single-threaded."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: fastest single-threaded
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +60,9 @@ def corr_run(willow, tiny_weights, tmp_path_factory):
     out = tmp_path_factory.mktemp("corr") / "run"
     argv = ["benchmark", "correspondence", "--dataset", "pf-willow", "--root", str(willow), "-o", str(out),
             "--weights", str(tiny_weights), "--load-size", str(LOAD), "--device", "cpu", "--max-pairs", "6", "-q"]
-    buf, threads = io.StringIO(), torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with contextlib.redirect_stdout(buf):
-            assert main(argv) == 0
-    finally:
-        torch.set_num_threads(threads)
+    buf = io.StringIO()
+    with torch_threads(1), contextlib.redirect_stdout(buf):
+        assert main(argv) == 0
     return out, buf.getvalue()
 
 

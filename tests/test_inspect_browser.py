@@ -15,10 +15,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from dinokit.features import Extractor
 from dinokit.inspect import InspectorServer, InspectorSession
+
+from .conftest import torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -45,16 +46,14 @@ def _browser_or_skip():
 
 @pytest.fixture(scope="module")
 def server(data_dir, tiny_model):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: threads only add stalls on a busy machine
     folder = data_dir / "pf-willow" / "car(G)"
-    ex = Extractor(tiny_model, stride=4, load_size=96, device="cpu")
-    session = InspectorSession([folder / "Cars_006a.png", folder / "Cars_007a.png"], ex)
-    session.compute()
-    with InspectorServer(session) as srv:
-        yield srv
-    session.close()
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        ex = Extractor(tiny_model, stride=4, load_size=96, device="cpu")
+        session = InspectorSession([folder / "Cars_006a.png", folder / "Cars_007a.png"], ex)
+        session.compute()
+        with InspectorServer(session) as srv:
+            yield srv
+        session.close()
 
 
 @pytest.fixture()

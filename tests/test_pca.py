@@ -13,13 +13,7 @@ from dinokit.features import Extractor, GridGeometry
 from dinokit.tasks.pca import DescriptorPCA, PCAResult, component_images, pca_descriptors, pca_images
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine idle-spinning workers stall small ops."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def _anisotropic(n, d, seed=0):

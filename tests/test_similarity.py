@@ -15,13 +15,7 @@ from dinokit.errors import DinokitError
 from dinokit.features import Extractor, GridGeometry
 from dinokit.tasks.similarity import SimilarityIndex, refine_peak, similarity_maps, upsample_grid
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine idle-spinning workers stall small ops."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 # non-square, sides not multiples of the stride, original size not a multiple of the resized one

@@ -17,6 +17,7 @@ import torch
 
 from dinokit.train import DinoTrainer, load_checkpoint, read_metrics
 
+from .conftest import torch_threads
 from .test_train_data import make_noise_folder
 from .test_train_loop import CLI_TINY, TINY
 
@@ -43,13 +44,9 @@ def test_two_process_gloo_run_matches_single_process(tmp_path):
     ckpt = load_checkpoint(run / "checkpoint.pth")
     assert ckpt["world_size"] == 2 and ckpt["step"] == 4  # 16 images / (4 per process x 2) = 2 steps per epoch
 
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         single = DinoTrainer(images, tmp_path / "single", progress=False,
                              **dict(TINY, batch_size=8, drop_path_rate=0.0)).fit()
-    finally:
-        torch.set_num_threads(old)
 
     ddp_losses = [r["loss"] for r in read_metrics(run / "metrics.jsonl") if r["type"] == "step"]
     one_losses = [r["loss"] for r in read_metrics(single.run_dir / "metrics.jsonl") if r["type"] == "step"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from dinokit.cli import main
 from dinokit.eval.knn import knn_evaluate
@@ -29,15 +28,6 @@ CONFIG = dict(
     warmup_teacher_temp_epochs=0, drop_path_rate=0.0, num_workers=0, log_every=1, seed=0,
 )
 STEPS = 420  # 70 epochs of 6 steps (192 images, batch 32)
-
-
-@pytest.fixture
-def one_thread():
-    # Tiny tensors: one thread avoids thread hand-off costs (and oversubscription on a shared machine).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.mark.slow
