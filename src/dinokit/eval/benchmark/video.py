@@ -156,17 +156,27 @@ class VideoBenchmark(SetBenchmark):
             return self._evaluate_propagation(seqs, folder)
         return self._evaluate_unsupervised(seqs, folder)
 
-    def _evaluate_unsupervised(self, seqs: list[VideoSequence], folder: RunFolder) -> BenchmarkResult:
+    def _pending(self, seqs: list[VideoSequence], folder: RunFolder, methods: list[str]):
+        """Each sequence (with a progress bar), its selected frames, and the methods its log does not score yet."""
         from tqdm.auto import tqdm
 
-        methods = ["model", *self.baselines]
-        accs = {m: DavisAccumulator(self.bound_th, self.skip_first_last) for m in methods}
-        warned: dict[str, list[str]] = {}
         for seq in tqdm(seqs, desc="sequences", unit="seq", disable=not self.progress):
             idx = self.frames(seq)
             if len(idx) < 2:
                 raise DinokitError(f"sequence {seq.name}: {len(idx)} frame(s) selected; need at least 2")
-            todo = [m for m in methods if folder.get(m, seq.name) is None]
+            yield seq, idx, [m for m in methods if folder.get(m, seq.name) is None]
+
+    def _score_sequence(self, name: str, preds: list[np.ndarray], gts: list, objects: list[int]) -> dict:
+        """Per-object, per-frame J and F of one sequence's predictions."""
+        scratch = DavisAccumulator(self.bound_th, self.skip_first_last)
+        scratch.add(name, preds, gts, object_ids=objects)
+        return scratch.sequences[name]
+
+    def _evaluate_unsupervised(self, seqs: list[VideoSequence], folder: RunFolder) -> BenchmarkResult:
+        methods = ["model", *self.baselines]
+        accs = {m: DavisAccumulator(self.bound_th, self.skip_first_last) for m in methods}
+        warned: dict[str, list[str]] = {}
+        for seq, idx, todo in self._pending(seqs, folder, methods):
             if todo:
                 gts = [_binary_gt(seq.load_mask(i)) for i in idx]
                 feats = self.set_features(seq.name, [seq.frames[i] for i in idx], folder)
@@ -177,9 +187,7 @@ class VideoBenchmark(SetBenchmark):
                         size = g.shape if g is not None else _frame_size(seq, idx[k])
                         fg = self._mask(model, k, size) if m == "model" else self.baseline_mask(m, feats, k, size)
                         preds.append(fg.astype(np.uint8))
-                    scratch = DavisAccumulator(self.bound_th, self.skip_first_last)
-                    scratch.add(seq.name, preds, gts, object_ids=[1])
-                    per_frame = scratch.sequences[seq.name][1]
+                    per_frame = self._score_sequence(seq.name, preds, gts, [1])[1]
                     extra = {"warnings": fit_warnings} if m == "model" else {}
                     folder.log(m, seq.name, {"sequence": seq.name, "frames": [seq.frames[i].stem for i in idx],
                                              "J": per_frame["J"], "F": per_frame["F"], **extra})
@@ -199,15 +207,9 @@ class VideoBenchmark(SetBenchmark):
 
     # --- semi-supervised: label propagation ---------------------------------------------------------
     def _evaluate_propagation(self, seqs: list[VideoSequence], folder: RunFolder) -> BenchmarkResult:
-        from tqdm.auto import tqdm
-
         methods = ["model", *self.baselines]
         accs = {m: DavisAccumulator(self.bound_th, self.skip_first_last) for m in methods}
-        for seq in tqdm(seqs, desc="sequences", unit="seq", disable=not self.progress):
-            idx = self.frames(seq)
-            if len(idx) < 2:
-                raise DinokitError(f"sequence {seq.name}: {len(idx)} frame(s) selected; need at least 2")
-            todo = [m for m in methods if folder.get(m, seq.name) is None]
+        for seq, idx, todo in self._pending(seqs, folder, methods):
             if todo:
                 first = seq.load_mask(idx[0])
                 if first is None:
@@ -216,9 +218,7 @@ class VideoBenchmark(SetBenchmark):
                 gts = [seq.load_mask(i) for i in idx]
                 for m in todo:
                     preds = self._propagated(m, seq, idx, first, folder)
-                    scratch = DavisAccumulator(self.bound_th, self.skip_first_last)
-                    scratch.add(seq.name, preds, gts, object_ids=objects)
-                    per_obj = scratch.sequences[seq.name]
+                    per_obj = self._score_sequence(seq.name, preds, gts, objects)
                     folder.log(m, seq.name, {"sequence": seq.name, "frames": [seq.frames[i].stem for i in idx],
                                              "objects": {str(k): v for k, v in per_obj.items()}})
                     self._scored(True)
