@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import ArchConfig
-from .layers import TAP_NAMES, Block, PatchEmbed, interpolate_pos_embed
+from .layers import TAP_NAMES, Block, PatchEmbed, interpolate_pos_embed, trunc_normal_
 
 
 @dataclass
@@ -83,10 +83,7 @@ class VisionTransformer(nn.Module):
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
 
         def trunc(t: Tensor) -> None:
-            # DINO's trunc_normal_(std=.02) keeps its default bounds of +-2 in absolute terms (100 std), so
-            # it is a plain normal; clamping a scaled randn gives the same distribution far faster.
-            with torch.no_grad():
-                t.copy_((torch.randn(t.shape, generator=gen) * 0.02).clamp_(-2.0, 2.0))
+            trunc_normal_(t, 0.02, gen)
 
         trunc(self.pos_embed)
         trunc(self.cls_token)

@@ -13,12 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def _trunc_normal_(t: Tensor, std: float = 0.02) -> None:
-    # The reference truncates at +-2 in absolute terms, i.e. practically not at std 0.02: a clamped
-    # normal has the same distribution and is much faster than inverse-CDF sampling for large heads.
-    with torch.no_grad():
-        t.normal_(0.0, std).clamp_(-2.0, 2.0)
+from ..models.layers import trunc_normal_
 
 
 class WeightNormLinear(nn.Module):
@@ -84,7 +79,7 @@ class DINOHead(nn.Module):
             self.mlp = nn.Sequential(*layers)
         for m in self.mlp.modules():
             if isinstance(m, nn.Linear):
-                _trunc_normal_(m.weight)
+                trunc_normal_(m.weight)
                 nn.init.zeros_(m.bias)
         self.last_layer = WeightNormLinear(bottleneck_dim, out_dim)
         # The reference initialises v as nn.Linear does (Kaiming uniform) and g to 1.
