@@ -21,7 +21,7 @@ gathers. :class:`LogBinned` holds the padded maps of one image;
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +98,11 @@ class LogBinned:
         return self._index
 
     @property
+    def slots_by_level(self) -> list[list[int]]:
+        """For each pooling level, the bins (slots) that read it."""
+        return [[s for s, k in enumerate(self.levels) if k == level] for level in range(len(self.maps))]
+
+    @property
     def num_tokens(self) -> int:
         return self.maps[0].shape[0]
 
@@ -157,17 +162,30 @@ class LogBinned:
         d = self.maps[0].shape[1]
         if q.dim() != 2 or q.shape[1] != self.dim:
             raise DinokitError(f"queries must be (N, {self.dim}), got {tuple(q.shape)}")
-        n = q.shape[0]
         qn = q / q.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        parts = qn.reshape(n, len(self.offsets), d)
-        out = q.new_zeros(self.num_tokens, n)
-        for level in range(len(self.maps)):
-            slots = [s for s, k in enumerate(self.levels) if k == level]
-            prod = self.maps[level] @ parts[:, slots].reshape(n * len(slots), d).T  # (T, N * bins)
-            prod = prod.view(self.num_tokens, n, len(slots))
-            for j, s in enumerate(slots):
-                out += prod[:, :, j].index_select(0, self.index[s])
+        out = binned_dot_products(self.maps, self.index, self.slots_by_level, qn.reshape(q.shape[0], len(self.offsets), d))
         return (out / self.norms().clamp_min(1e-12)[:, None]).T
+
+
+def binned_dot_products(level_maps: Sequence[Tensor], index: Tensor, slots_by_level: Sequence[Sequence[int]],
+                        parts: Tensor) -> Tensor:
+    """Dot products ``(T, N)`` of implicit log-binned descriptors with ``N`` explicit ones, split by bin.
+
+    ``level_maps[k]`` is ``(T', D)``, the level-``k`` map that bin ``s`` of
+    position ``t`` reads at row ``index[s, t]``; ``parts`` is ``(N, bins, D)``.
+    One ``D``-dim product per level (all of its bins at once), then a gather
+    per bin, summed in bin order.
+    """
+    n, d = parts.shape[0], parts.shape[2]
+    out: Optional[Tensor] = None
+    for level, slots in enumerate(slots_by_level):
+        prod = level_maps[level] @ parts[:, slots].reshape(n * len(slots), d).T  # (T', N * bins)
+        prod = prod.view(prod.shape[0], n, len(slots))
+        for j, s in enumerate(slots):
+            v = prod[:, :, j].index_select(0, index[s])
+            out = v if out is None else out.add_(v)
+    assert out is not None
+    return out
 
 
 def binned_row_chunks(a: LogBinned, b: LogBinned, chunk_elements: Optional[int] = None):

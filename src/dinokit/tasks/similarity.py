@@ -253,8 +253,7 @@ class SimilarityIndex:
         self._level_maps = [torch.cat([b.maps[k] for b in self.binned], 0) for k in range(len(first.maps))]
         self._slot_index = torch.cat([b.index + off for b, off in zip(self.binned, self.offsets)], 1)  # (S, sum T)
         self._inv_norms = 1.0 / torch.cat([b.norms() for b in self.binned]).clamp_min(1e-12)
-        # the bins of each level, and each bin's column in that level's product
-        self._slots_of = [[s for s, k in enumerate(self._levels) if k == level] for level in range(len(first.maps))]
+        self._slots_of = first.slots_by_level
 
     @classmethod
     def from_features(
@@ -331,16 +330,10 @@ class SimilarityIndex:
         """Cosine similarity of a normalised ``(D,)`` query to every patch of every image: ``(sum T,)``."""
         if self.matrix is not None:
             return self.matrix @ q
-        d = self._level_maps[0].shape[1]
-        parts = q.reshape(len(self._levels), d)
-        out = None
-        for level, slots in enumerate(self._slots_of):
-            prod = self._level_maps[level] @ parts[slots].T  # (sum T, bins of this level)
-            for j, s in enumerate(slots):
-                v = prod[:, j].index_select(0, self._slot_index[s])
-                out = v if out is None else out.add_(v)
-        assert out is not None
-        return out.mul_(self._inv_norms)
+        from .binned_similarity import binned_dot_products
+
+        parts = q.reshape(1, len(self._levels), self._level_maps[0].shape[1])
+        return binned_dot_products(self._level_maps, self._slot_index, self._slots_of, parts)[:, 0].mul_(self._inv_norms)
 
     def point_index(self, image: int, xy: Point, original: bool = True) -> int:
         """Flat grid index of the patch whose centre is nearest to ``(x, y)`` in ``image``."""
