@@ -30,6 +30,7 @@ from torch import Tensor
 from ..errors import DinokitError, ImageError
 from ..features.image import IMAGE_SUFFIXES, open_image
 from ..io import save_json, save_tensors
+from ..models.config import IMAGENET_MEAN, IMAGENET_STD, input_normalization
 
 PathLike = Union[str, os.PathLike]
 FEATURE_FORMAT = "dinokit-features-v1"
@@ -322,8 +323,8 @@ def eval_transform(
     image: Image.Image,
     image_size: int = 224,
     resize_size: Optional[int] = None,
-    mean: Sequence[float] = (0.485, 0.456, 0.406),
-    std: Sequence[float] = (0.229, 0.224, 0.225),
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> Tensor:
     """DINO's evaluation preprocessing: bicubic resize of the smaller edge to 256/224 of the crop, centre crop, normalise.
 
@@ -406,9 +407,7 @@ def extract_folder_features(
     """
     root = Path(folder)
     paths, labels, classes = image_folder(root)
-    cfg = getattr(model, "cfg", None)
-    mean = tuple(getattr(cfg, "mean", None) or (0.485, 0.456, 0.406))
-    std = tuple(getattr(cfg, "std", None) or (0.229, 0.224, 0.225))
+    mean, std = input_normalization(model)
     model_key = _model_fingerprint(model)
     key = hashlib.blake2b(
         f"{model_key}|{image_size}|{resize_size}|{_files_fingerprint(paths, labels, root)}".encode(), digest_size=12

@@ -134,6 +134,12 @@ ARCH_PRESETS: dict[str, dict[str, Any]] = {
 STANDARD_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1536: 24}
 
 
+def input_normalization(model: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` a backbone's inputs are normalised with: its config's, else ImageNet's (DINO's)."""
+    cfg = getattr(model, "cfg", None)
+    return tuple(getattr(cfg, "mean", None) or IMAGENET_MEAN), tuple(getattr(cfg, "std", None) or IMAGENET_STD)
+
+
 def arch_preset(name: str, **overrides: Any) -> ArchConfig:
     """Build an :class:`ArchConfig` from a preset name such as ``vit_small``."""
     if name not in ARCH_PRESETS:
@@ -143,4 +149,5 @@ def arch_preset(name: str, **overrides: Any) -> ArchConfig:
     return ArchConfig(**params)
 
 
-__all__ = ["ArchConfig", "arch_preset", "ARCH_PRESETS", "STANDARD_HEADS", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["ArchConfig", "arch_preset", "ARCH_PRESETS", "STANDARD_HEADS", "IMAGENET_MEAN", "IMAGENET_STD",
+           "input_normalization"]

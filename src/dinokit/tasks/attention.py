@@ -26,6 +26,7 @@ from ..features.extractor import default_device, parse_dtype
 from ..features.image import LoadedImage, LoadSize, preprocess
 from ..features.saliency import cls_patch_attention
 from ..io import save_image, save_tensors
+from ..models.config import input_normalization
 from .draw import apply_colormap, palette, put_label, to_gray
 
 PathLike = Union[str, os.PathLike]
@@ -143,9 +144,7 @@ def attention_maps(
         raise DinokitError(f"threshold must be in (0, 1], got {threshold}")
     dev = torch.device(device) if device is not None else default_device()
     dt = parse_dtype(dtype)
-    cfg = getattr(model, "cfg", None)
-    mean = cfg.mean if cfg is not None else (0.485, 0.456, 0.406)
-    std = cfg.std if cfg is not None else (0.229, 0.224, 0.225)
+    mean, std = input_normalization(model)
     loaded = image if isinstance(image, LoadedImage) else preprocess(image, load_size, mean, std)
     H, W = loaded.size
     if H < p or W < p:
@@ -179,10 +178,7 @@ def mask_overlay(rgb: np.ndarray, mask: np.ndarray, color: Sequence[int], dim: f
     out = rgb.copy()
     outside = ~mask
     out[outside] = np.rint(rgb[outside].astype(np.float32) * dim).astype(np.uint8)
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    thickness = max(1, round(min(rgb.shape[:2]) / 240))
-    cv2.drawContours(out, contours, -1, tuple(int(c) for c in color), thickness)
-    return out
+    return _contour(out, mask, color, pixels_per_line=240)
 
 
 def attention_overlay(rgb: np.ndarray, values: np.ndarray, cmap: str = "viridis", alpha: float = 0.75) -> np.ndarray:
@@ -198,9 +194,13 @@ def attention_overlay(rgb: np.ndarray, values: np.ndarray, cmap: str = "viridis"
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def _contour(img: np.ndarray, mask: np.ndarray, color: Sequence[int] = (255, 255, 255)) -> np.ndarray:
+def _contour(img: np.ndarray, mask: np.ndarray, color: Sequence[int] = (255, 255, 255),
+             pixels_per_line: int = 200) -> np.ndarray:
+    """``img`` (modified in place) with the outer contours of ``mask`` drawn, one pixel thick per
+    ``pixels_per_line`` of its smaller side."""
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    cv2.drawContours(img, contours, -1, tuple(int(c) for c in color), max(1, round(min(img.shape[:2]) / 200)))
+    thickness = max(1, round(min(img.shape[:2]) / pixels_per_line))
+    cv2.drawContours(img, contours, -1, tuple(int(c) for c in color), thickness)
     return img
 
 

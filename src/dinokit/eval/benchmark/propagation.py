@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import DinokitError
+from ...models.config import input_normalization
 
 PROPAGATION_DEFAULTS: dict[str, Any] = dict(
     short_side=480, multiple=64, n_last_frames=7, neighbourhood=12, topk=5, temperature=0.1,
@@ -139,9 +140,9 @@ class FrameFeatures:
 def model_frame_features(net: Any, device: torch.device, dtype: Optional[torch.dtype] = None
                          ) -> Callable[[np.ndarray], FrameFeatures]:
     """Feature function of a backbone for :func:`propagate_sequence`: the last block's normalised patch tokens."""
-    cfg = getattr(net, "cfg", None)
-    mean = torch.tensor(getattr(cfg, "mean", (0.485, 0.456, 0.406)), dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(getattr(cfg, "std", (0.229, 0.224, 0.225)), dtype=torch.float32).view(3, 1, 1)
+    m, s = input_normalization(net)
+    mean = torch.tensor(m, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(s, dtype=torch.float32).view(3, 1, 1)
     prefix = int(getattr(net, "num_prefix_tokens", 1))
 
     @torch.no_grad()
