@@ -29,6 +29,7 @@ num_parts - 1`` for parts.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -359,9 +360,12 @@ def part_legend(width: int, num_parts: int) -> np.ndarray:
     return strip
 
 
+_shared_legend = functools.lru_cache(maxsize=8)(part_legend)  # one legend per width for all frames of a video
+
+
 def with_legend(image: np.ndarray, num_parts: int) -> np.ndarray:
     """``image`` with :func:`part_legend` below it."""
-    return np.concatenate([image, part_legend(image.shape[1], num_parts)], axis=0)
+    return np.concatenate([image, _shared_legend(int(image.shape[1]), int(num_parts))], axis=0)
 
 
 def parts_overlay(rgb: np.ndarray, labels: np.ndarray, num_parts: int, alpha: float = 0.5) -> np.ndarray:
