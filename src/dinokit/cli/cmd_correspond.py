@@ -12,8 +12,8 @@ import numpy as np
 from ..errors import DinokitError
 from ..features import FACETS, IMAGE_SUFFIXES, open_image
 from ..io import save_image, save_json
-from .common import STRIDE_HELP, parse_stride, add_model_args, add_overwrite, add_quiet, extractor_from_args, parse_load_size
-from .common import parse_heads
+from .common import (STRIDE_HELP, add_model_args, add_overwrite, add_quiet, extractor_from_args, parse_heads,
+                     parse_load_size, parse_stride)
 
 RESULT_FILE = "correspondences.json"
 

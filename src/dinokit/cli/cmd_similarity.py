@@ -59,13 +59,10 @@ def render_point(rgbs: list[np.ndarray], maps, query_xy, cmap: str = "jet", alph
     """
     from ..tasks.draw import caption, colorbar, draw_marker, heatmap_overlay, hstack, resize_image, vstack
 
+    finite = [m.scores[np.isfinite(m.scores)] for m in maps]
+    ranges = [(float(v.min()), float(v.max())) for v in finite]
     if scale == "joint":
-        lo = min(float(np.min(m.scores[np.isfinite(m.scores)])) for m in maps)
-        hi = max(float(np.max(m.scores[np.isfinite(m.scores)])) for m in maps)
-        ranges = [(lo, hi)] * len(maps)
-    else:
-        ranges = [(float(np.min(m.scores[np.isfinite(m.scores)])), float(np.max(m.scores[np.isfinite(m.scores)])))
-                  for m in maps]
+        ranges = [(min(lo for lo, _ in ranges), max(hi for _, hi in ranges))] * len(maps)
     tallest = max(r.shape[0] for r in rgbs)
     h = height if height is not None else int(np.clip(tallest, 384, 512))
     font = float(np.clip(h / 700, 0.45, 0.7))
@@ -115,9 +112,9 @@ def run(args: argparse.Namespace) -> int:
     index = SimilarityIndex.from_images(ex, paths, layer=args.layer, facet=args.facet, bin=args.bin,
                                         progress=not args.quiet)
     records = []
+    names = [p.name for p in paths]
     for k, (x, y) in enumerate(tqdm(args.point, desc="similarity", unit="point", disable=args.quiet or len(args.point) < 2), 1):
         maps = index.query(0, (x, y))
-        names = [p.name for p in paths]
         save_image(out / f"point{k}.png",
                    render_point(rgbs, maps, (x, y), args.cmap, args.alpha, args.height, args.scale, names))
         if args.save_arrays:

@@ -754,13 +754,7 @@ def draw_correspondences(
     pb = result.points_b_resized if resized else result.points_b
 
     def fit(rgb: np.ndarray) -> tuple[np.ndarray, float]:
-        longest = max(rgb.shape[:2])
-        target = longest
-        if min_side is not None and longest < min_side:
-            target = min_side
-        if max_side is not None and target > max_side:
-            target = max_side
-        return resize_image(rgb, longest=target)
+        return resize_image(rgb, longest=max(max(rgb.shape[:2]), min_side or 0), max_side=max_side)
 
     img_a, sa = fit(rgb_a)
     img_b, sb = fit(rgb_b)

@@ -185,9 +185,7 @@ def extract_set(
     sal_extractor = None
     if low_res_saliency_maps:
         sal_stride = 8 if extractor.patch_size % 8 == 0 else extractor.patch_size
-        sal_extractor = Extractor(extractor.model, stride=sal_stride, load_size=extractor.load_size,
-                                  device=extractor.device, dtype=extractor.dtype,
-                                  saliency_heads=extractor.saliency_heads)
+        sal_extractor = make_extractor(extractor, None, sal_stride, extractor.load_size)
     items: list[ImageItem] = []
     saliency: list[np.ndarray] = []
     cls_rows: list[np.ndarray] = []
