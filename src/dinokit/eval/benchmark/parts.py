@@ -25,6 +25,7 @@ Baseline: ``grid`` (each image cut into a grid of ``num_parts`` cells).
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
@@ -47,6 +48,11 @@ _COARSE = (  # PASCAL-Part names of animals and people -> head / torso / limbs /
 )
 
 
+def _check_grouping(grouping: str) -> None:
+    if grouping not in PART_GROUPINGS:
+        raise DinokitError(f"part grouping must be one of {', '.join(PART_GROUPINGS)}, got {grouping!r}")
+
+
 def part_group(name: str, grouping: str = "instances") -> str:
     """The ground-truth label a PASCAL-Part part name is scored as.
 
@@ -55,10 +61,7 @@ def part_group(name: str, grouping: str = "instances") -> str:
     which. ``coarse``: also the parts of animals and people merged into head, torso, limbs and tail
     (``lfleg``, ``rbpa`` -> ``limbs``; ``leye``, ``muzzle`` -> ``head``); other names as ``instances``.
     """
-    import re
-
-    if grouping not in PART_GROUPINGS:
-        raise DinokitError(f"part grouping must be one of {', '.join(PART_GROUPINGS)}, got {grouping!r}")
+    _check_grouping(grouping)
     if grouping == "annotated":
         return name
     base = re.sub(r"_\d+$", "", name)
@@ -114,8 +117,7 @@ class PartsBenchmark(SetBenchmark):
         self.three_stages = bool(three_stages)
         self.elbow_second_stage = float(elbow_second_stage)
         self.crf = bool(crf)
-        if part_grouping not in PART_GROUPINGS:
-            raise DinokitError(f"part grouping must be one of {', '.join(PART_GROUPINGS)}, got {part_grouping!r}")
+        _check_grouping(part_grouping)
         self.part_grouping = part_grouping
 
     def method_settings(self) -> dict[str, Any]:
@@ -174,9 +176,9 @@ class PartsBenchmark(SetBenchmark):
                 names.setdefault(o.category, set()).update(o.parts)
         out = []
         for c in sorted(members):
-            groups = sorted({part_group(n, self.part_grouping) for n in names[c]})
-            label = {g: i + 1 for i, g in enumerate(groups)}
-            out.append(PartSet(c, members[c], {n: label[part_group(n, self.part_grouping)] for n in sorted(names[c])}))
+            group = {n: part_group(n, self.part_grouping) for n in sorted(names[c])}
+            label = {g: i + 1 for i, g in enumerate(sorted(set(group.values())))}
+            out.append(PartSet(c, members[c], {n: label[g] for n, g in group.items()}))
         return out
 
     # --- evaluation -------------------------------------------------------------------------
