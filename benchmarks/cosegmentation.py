@@ -151,6 +151,11 @@ def prototypes() -> np.ndarray:
     return np.random.default_rng(0).standard_normal((8, DIM)).astype(np.float32)
 
 
+def stride_grid(height: int, width: int) -> tuple[int, int]:
+    """The ViT-S/8 patch grid of a ``height x width`` image at stride 4."""
+    return 1 + (height - PATCH) // STRIDE, 1 + (width - PATCH) // STRIDE
+
+
 def central_ellipse(grid: tuple[int, int]) -> np.ndarray:
     """A boolean ``grid`` with an ellipse over the middle 60% of each side."""
     rows, cols = grid
@@ -183,7 +188,7 @@ def synthetic_extractor(model):
         def extract(self, images, layers=-1, facets="key", *, bin=False, include_cls=False, saliency=False, **kw):
             loaded = self.load(images)
             h, w = loaded.size
-            grid = (1 + (h - PATCH) // STRIDE, 1 + (w - PATCH) // STRIDE)
+            grid = stride_grid(h, w)
             desc, sal = synthetic_keys(SyntheticKeys.calls, grid, protos)
             SyntheticKeys.calls += 1
             layer = layers if isinstance(layers, int) else 11
@@ -263,7 +268,7 @@ def reference_layout_run(n: int) -> dict:
     for i, p in enumerate(icoseg_images(n, cycle=True)):
         with Image.open(p) as im:
             h, w = resized_size(im.height, im.width, LOAD)
-        descs.append(synthetic_keys(i, (1 + (h - PATCH) // STRIDE, 1 + (w - PATCH) // STRIDE), protos)[0])
+        descs.append(synthetic_keys(i, stride_grid(h, w), protos)[0])
     all_desc = np.ascontiguousarray(np.concatenate(descs))
     normed = all_desc.astype(np.float32)
     faiss.normalize_L2(normed)

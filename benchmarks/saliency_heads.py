@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +31,12 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy.stats import rankdata
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from dinokit.features import Extractor
+from dinokit.features.image import list_images
+from dinokit.features.saliency import cls_patch_attention
+from dinokit.models import load_model
 
-from dinokit.features import Extractor  # noqa: E402
-from dinokit.features.image import list_images  # noqa: E402
-from dinokit.features.saliency import cls_patch_attention  # noqa: E402
-from dinokit.models import load_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DATA = Path(os.environ.get("DINOKIT_SHARED", ROOT.parent / "shared")) / "data"
 
