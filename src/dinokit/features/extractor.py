@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..devices import default_device, resolve_device
 from ..errors import DinokitError, ImageError
 from ..models import VisionTransformer, load_model
 from .binning import log_bin
@@ -26,11 +27,6 @@ from .saliency import saliency_from_cls_attention
 
 FACETS = ("key", "query", "value", "token")
 ImageInput = Union[PathLike, Image.Image, LoadedImage]
-
-
-def default_device() -> torch.device:
-    """CUDA when present, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def parse_dtype(dtype: Union[str, torch.dtype, None]) -> torch.dtype:
@@ -115,7 +111,7 @@ class Extractor:
         progress: bool = True,
         saliency_heads: Optional[Sequence[int]] = None,
     ) -> None:
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = resolve_device(device)
         self.dtype = parse_dtype(dtype)
         if isinstance(model, torch.nn.Module):
             net = model
