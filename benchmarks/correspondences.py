@@ -30,11 +30,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import dinokit  # noqa: F401  (before torch: dinokit's allocator setting)
 import torch
+from _util import best_time, find_pair, matmul_gflops, print_table  # noqa: E402
+
+import dinokit  # noqa: F401  (before torch: dinokit's allocator setting)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import best_time, find_pair, matmul_gflops, print_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,10 +77,11 @@ def loop_matvec(a: torch.Tensor, b: torch.Tensor, rows: int) -> float:
 
 
 def main() -> None:
+    from dinokit.blocks.matching import best_buddies
     from dinokit.features import open_image
     from dinokit.features.extractor import Extractor
     from dinokit.models import create_model
-    from dinokit.tasks.correspondences import CorrespondenceFinder, best_buddies, draw_correspondences
+    from dinokit.tasks.correspondences import CorrespondenceFinder, draw_correspondences
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--load-size", type=int, default=224)

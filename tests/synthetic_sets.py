@@ -6,8 +6,8 @@ from typing import Optional
 
 import numpy as np
 
+from dinokit.blocks.store import DescriptorStore, l2_normalize
 from dinokit.tasks.cosegmentation import ImageItem, SetFeatures
-from dinokit.tasks.descriptor_store import DescriptorStore, l2_normalize
 
 PATCH = 8
 # label codes of the planted regions

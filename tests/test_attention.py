@@ -10,13 +10,13 @@ from safetensors.torch import load_file
 
 from dinokit.cli import main
 from dinokit.errors import DinokitError
+from dinokit.features.coords import GridGeometry
 from dinokit.features.image import LoadedImage
 from dinokit.tasks.attention import (
     attention_maps,
     expected_files,
     keep_mass,
     save_attention_maps,
-    upsample_to_image,
 )
 
 
@@ -67,20 +67,36 @@ def test_threshold_keeps_the_requested_mass(ref, tiny_model):
 
 
 def test_upsampling_any_stride():
-    grid = np.arange(6, dtype=np.float32).reshape(1, 2, 3)
-    up = upsample_to_image(grid, (16, 24), patch_size=8, stride=8)
-    assert np.array_equal(up[0], np.kron(grid[0], np.ones((8, 8))))
+    geo = GridGeometry((2, 3), 8, 8, (16, 24), (16, 24))
+    grid = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert np.array_equal(geo.upsample(grid, "resized", "nearest"), np.kron(grid, np.ones((8, 8))))
     # stride 4: centres at 4, 8, 12 ... each pixel takes the nearest centre, edges extend
-    g = np.arange(9, dtype=np.float32).reshape(1, 3, 3)  # a 16x16 image, patch 8, stride 4
-    up = upsample_to_image(g, (16, 16), patch_size=8, stride=4)
-    assert up.shape == (1, 16, 16)
-    assert up[0, 0, 0] == 0 and up[0, 15, 15] == 8 and up[0, 8, 8] == 4
-    bil = upsample_to_image(g, (16, 16), patch_size=8, stride=4, mode="bilinear")
-    assert bil[0, 0, 0] == 0 and bil[0, 15, 15] == 8
+    g = np.arange(9, dtype=np.float32).reshape(3, 3)  # a 16x16 image, patch 8, stride 4
+    geo = GridGeometry((3, 3), 8, 4, (16, 16), (16, 16))
+    up = geo.upsample(g, "resized", "nearest")
+    assert up.shape == (16, 16)
+    assert up[0, 0] == 0 and up[15, 15] == 8 and up[8, 8] == 4
+    bil = geo.upsample(g, "resized", "bilinear")
+    assert bil[0, 0] == 0 and bil[15, 15] == 8
     # pixel column 6 (centre 6.5) lies 5/8 of the way from the first patch centre (x=4) to the second (x=8)
-    assert bil[0, 0, 6] == pytest.approx(0.625)
-    with pytest.raises(DinokitError):
-        upsample_to_image(g, (16, 16), 8, 4, mode="cubic")
+    assert bil[0, 6] == pytest.approx(0.625)
+    with pytest.raises(ValueError):
+        geo.upsample(g, "resized", "cubic")
+
+
+def test_one_nearest_rule_for_attention_and_pca_at_odd_strides(tiny_model):
+    """Patch 14 at stride 7 puts some pixel centres exactly between two patch centres: every map breaks
+    the tie the same way (towards the later patch), the attention masks and the PCA/similarity pictures alike."""
+    geo = GridGeometry((3, 3), 14, 7, (28, 28), (28, 28))
+    ids = np.arange(9, dtype=np.float32).reshape(3, 3)
+    near = geo.upsample(ids, "resized", "nearest")
+    # pixel 10 (centre 10.5) is 3.5 from the centres at 7 and 14: the later patch wins
+    assert near[0, 10] == 1 and near[10, 0] == 3
+    assert near[0, 9] == 0 and near[0, 16] == 1 and near[0, 17] == 2
+    maps = np.stack([ids, 2 * ids])
+    from dinokit.tasks import attention
+    up = attention._to_pixels(maps, geo, "nearest")
+    assert np.array_equal(up[0], near) and np.array_equal(up[1], 2 * near)
 
 
 def test_overlapping_patches_give_a_finer_grid(tiny_model):

@@ -10,18 +10,11 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
+from dinokit.blocks.kmeans import kmeans_plusplus
+from dinokit.blocks.matching import best_buddies, cosine_similarity, nearest_neighbours
 from dinokit.cli import main
 from dinokit.features import Extractor, GridGeometry, open_image
-from dinokit.tasks.correspondences import (
-    CorrespondenceFinder,
-    best_buddies,
-    cosine_similarity,
-    kmeans,
-    match_points,
-    nearest_neighbours,
-    select_correspondences,
-)
-
+from dinokit.tasks.correspondences import CorrespondenceFinder, match_points, select_correspondences
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -67,7 +60,7 @@ def test_finder_descriptors_and_saliency_match_golden(golden, golden_dir, tiny_m
 def test_structured_binned_similarity_equals_explicit(grids):
     """The similarity of log-binned descriptors computed from the unbinned maps equals the explicit one."""
     from dinokit.features import log_bin
-    from dinokit.tasks.binned_similarity import LogBinned
+    from dinokit.features.binned_similarity import LogBinned
 
     (ga, gb), g = grids, torch.Generator().manual_seed(0)
     raw_a = torch.randn(ga[0] * ga[1], 16, generator=g)
@@ -188,13 +181,13 @@ def test_kmeans_recovers_separated_blobs():
     g = torch.Generator().manual_seed(0)
     centres = torch.randn(4, 16, generator=g) * 10
     x = torch.cat([c + 0.1 * torch.randn(30, 16, generator=g) for c in centres])
-    labels, cent, inertia = kmeans(x, 4, seed=5)
+    labels, cent, inertia = kmeans_plusplus(x, 4, seed=5)
     groups = labels.reshape(4, 30)
     assert all(len(set(row.tolist())) == 1 for row in groups) and len(set(groups[:, 0].tolist())) == 4
-    labels2, _, inertia2 = kmeans(x, 4, seed=5)
+    labels2, _, inertia2 = kmeans_plusplus(x, 4, seed=5)
     assert torch.equal(labels, labels2) and inertia == inertia2
     with pytest.raises(ValueError):
-        kmeans(x[:3], 4)
+        kmeans_plusplus(x[:3], 4)
 
 
 # --- coordinates -----------------------------------------------------------------------------------------
@@ -323,7 +316,7 @@ def test_cli_correspond_pairs_dir(tmp_path, data_dir, tiny_weights, capsys):
 
 # --- pictures ----------------------------------------------------------------------------------------------------
 def test_number_tags_stay_inside_their_own_image():
-    from dinokit.tasks.draw import draw_matches
+    from dinokit.blocks.draw import draw_matches
 
     gray = np.full((100, 120, 3), 128, np.uint8)
     pa, pb = np.array([[112.0, 3.0], [60.0, 96.0]]), np.array([[8.0, 3.0], [60.0, 50.0]])  # discs inside
@@ -339,7 +332,7 @@ def test_number_tags_stay_inside_their_own_image():
 
 
 def test_tags_avoid_each_other():
-    from dinokit.tasks.draw import _overlap, _place_label
+    from dinokit.blocks.draw import _overlap, _place_label
 
     taken, dots = [], []
     for p in np.array([[50.0, 50.0], [52.0, 51.0], [49.0, 53.0], [51.0, 48.0]]):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dinokit.blocks.refine import upsample_mask
 from dinokit.cli import main
 from dinokit.errors import DinokitError, ImageError
 from dinokit.tasks.cosegmentation import (
@@ -19,7 +20,6 @@ from dinokit.tasks.cosegmentation import (
     images_of_set,
     vote_salient_clusters,
 )
-from dinokit.tasks.refine import upsample_mask
 
 from .synthetic_sets import PART0, make_set
 
@@ -129,8 +129,8 @@ def test_parameter_validation():
 
 
 def test_elbow_lookahead_grows_with_the_set(tmp_path):
+    from dinokit.blocks.store import DescriptorStore
     from dinokit.tasks.cosegmentation import elbow_lookahead
-    from dinokit.tasks.descriptor_store import DescriptorStore
 
     small = DescriptorStore("memory")
     small.append(np.ones((100, 4), np.float32))

@@ -28,9 +28,7 @@ from PIL import Image
 from dinokit.errors import DinokitError
 from dinokit.features import Extractor
 from dinokit.inspect import InspectorServer, InspectorSession, NotReady, create_app
-from dinokit.inspect.render import GridUpsampler
 from dinokit.inspect.server import MAX_BODY_BYTES, MAX_QUERY_BYTES, is_loopback
-from dinokit.tasks.similarity import upsample_grid
 
 LOAD = 64
 
@@ -290,12 +288,6 @@ def test_raw_descriptors_are_the_extracted_ones(session, extractor, images):
     view = session.view()
     d = extractor.extract(images[1], 11, "key").get()[0]
     torch.testing.assert_close(view.raw_descriptors(1), d, rtol=1e-5, atol=1e-5)
-
-
-def test_grid_upsampler_matches_upsample_grid(session):
-    for g in session.view().geometries:
-        v = np.random.default_rng(0).normal(size=g.grid).astype(np.float32)
-        np.testing.assert_allclose(GridUpsampler(g)(v), upsample_grid(v, g, "resized"), atol=1e-5)
 
 
 # --- settings and background computation -----------------------------------------

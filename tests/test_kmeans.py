@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from dinokit.blocks.kmeans import KMeans, elbow_search, faiss_available, split_labels
+from dinokit.blocks.store import DescriptorStore, l2_normalize
 from dinokit.errors import DinokitError
-from dinokit.tasks.descriptor_store import DescriptorStore, l2_normalize
-from dinokit.tasks.kmeans import KMeans, elbow_search, faiss_available, split_labels
 
 
 def planted(n_clusters: int, per_cluster: int, dim: int = 32, noise: float = 0.05, seed: int = 0):

@@ -16,8 +16,8 @@ from dinokit.tasks.parts import (
     PartModel,
     crop_flip_augmentations,
     label_png,
-    parts_visualization,
     part_cosegment,
+    parts_visualization,
 )
 
 from .synthetic_sets import PART0, PATCH, make_set, same_partition

@@ -12,7 +12,6 @@ from dinokit.errors import DinokitError
 from dinokit.features import Extractor, GridGeometry
 from dinokit.tasks.pca import DescriptorPCA, PCAResult, component_images, pca_descriptors, pca_images
 
-
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 

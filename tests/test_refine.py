@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dinokit.blocks.refine import crf_from_distances, dense_crf, grabcut_refine, upsample_energies, upsample_mask
 from dinokit.errors import DinokitError
-from dinokit.tasks.refine import crf_from_distances, dense_crf, grabcut_refine, upsample_energies, upsample_mask
 
 
 def square_image(size: int = 64, seed: int = 0, box=(19, 45, 13, 51)) -> tuple[np.ndarray, np.ndarray]:

@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from dinokit.blocks.matching import refine_peak
 from dinokit.cli import main
 from dinokit.errors import DinokitError
 from dinokit.features import Extractor, GridGeometry
-from dinokit.tasks.similarity import SimilarityIndex, refine_peak, similarity_maps, upsample_grid
+from dinokit.tasks.similarity import SimilarityIndex, similarity_maps
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -68,7 +69,7 @@ def test_masks_and_errors(index):
 def test_log_binned_index_equals_the_explicit_one():
     """Implicit log-binned descriptors (two D-dim products per query) give the explicit binned similarities."""
     from dinokit.features import log_bin
-    from dinokit.tasks.binned_similarity import LogBinned
+    from dinokit.features.binned_similarity import LogBinned
 
     g = torch.Generator().manual_seed(1)
     raws = [torch.randn(geo.num_patches, 6, generator=g) for geo in GEOMS]
@@ -92,7 +93,7 @@ def test_upsampling_is_aligned_with_patch_centres(geo):
     rows, cols = geo.grid
     ramp_x = np.tile(np.arange(cols, dtype=np.float32), (rows, 1))  # value = column index
     for to, (h, w) in (("resized", geo.resized_size), ("original", geo.original_size)):
-        up = upsample_grid(ramp_x, geo, to)
+        up = geo.upsample(ramp_x, to)
         assert up.shape == (h, w)
         px = np.arange(w) + 0.5
         if to == "original":
@@ -101,12 +102,12 @@ def test_upsampling_is_aligned_with_patch_centres(geo):
         np.testing.assert_allclose(up[h // 2], expected, atol=1e-5)
     # nearest mode picks the patch whose centre is nearest (the rule of xy_to_index)
     ids = np.arange(rows * cols, dtype=np.float32).reshape(rows, cols)
-    near = upsample_grid(ids, geo, "original", mode="nearest")
+    near = geo.upsample(ids, "original", mode="nearest")
     ys, xs = np.mgrid[0 : geo.original_size[0] : 7, 0 : geo.original_size[1] : 5]
     pts = np.stack([xs.ravel() + 0.5, ys.ravel() + 0.5], 1)
     np.testing.assert_array_equal(near[ys.ravel(), xs.ravel()], geo.xy_to_index(pts, original=True))
     # several channels at once
-    stack = upsample_grid(np.stack([ramp_x, ids], -1), geo, "resized")
+    stack = geo.upsample(np.stack([ramp_x, ids], -1), "resized")
     assert stack.shape == (*geo.resized_size, 2)
 
 

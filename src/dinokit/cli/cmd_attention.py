@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 
 from ..errors import DinokitError
-from ..features import default_device, list_images, parse_dtype
+from ..devices import resolve_device
+from ..features import list_images, parse_dtype
 from ..tasks.attention import attention_maps, expected_files, save_attention_maps
-from ..tasks.draw import COLORMAPS
+from ..blocks.draw import COLORMAPS
 from .common import add_model_args, add_overwrite, add_quiet, model_from_args, parse_load_size
 
 
@@ -70,7 +71,7 @@ def _names(images: list[Path]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     images = list_images(args.images)
-    device = torch.device(args.device) if args.device else default_device()
+    device = resolve_device(args.device)
     dtype = parse_dtype(args.dtype)
     model = model_from_args(args).to(device, dtype)
     if args.stride is not None and (args.stride <= 0 or model.patch_size % args.stride):

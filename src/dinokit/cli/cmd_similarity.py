@@ -57,7 +57,7 @@ def render_point(rgbs: list[np.ndarray], maps, query_xy, cmap: str = "jet", alph
     its own range (as the reference's inspector), ``"joint"`` over the range
     of all maps, so that colours compare across images.
     """
-    from ..tasks.draw import caption, colorbar, draw_marker, heatmap_overlay, hstack, resize_image, vstack
+    from ..blocks.draw import caption, colorbar, draw_marker, heatmap_overlay, hstack, resize_image, vstack
 
     finite = [m.scores[np.isfinite(m.scores)] for m in maps]
     ranges = [(float(v.min()), float(v.max())) for v in finite]
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from ..tasks.similarity import SimilarityIndex
 
     paths = list_images(args.images, recursive=False)
-    from ..tasks.draw import COLORMAPS
+    from ..blocks.draw import COLORMAPS
 
     if args.cmap not in COLORMAPS:
         raise DinokitError(f"--cmap {args.cmap!r} is unknown; choose from {', '.join(COLORMAPS)}")

@@ -76,7 +76,7 @@ def centre_prior_mask(height: int, width: int, area: float = 0.5) -> np.ndarray:
 def saliency_mask(saliency: Any, size: Sequence[int], thresh: Optional[float] = None) -> np.ndarray:
     """``(H, W)`` bool foreground from a saliency grid ``(rows, cols)``: patches above ``thresh``
     (default: the image's mean saliency), resized to ``size = (H, W)`` with nearest neighbour."""
-    from ..tasks.refine import upsample_mask
+    from ..blocks.refine import upsample_mask
 
     sal = np.asarray(saliency, dtype=np.float32)
     if sal.ndim != 2:

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ..devices import default_device, resolve_device
+from ..devices import resolve_device
 from ..errors import DinokitError, ImageError
 from ..models import VisionTransformer, load_model
 from .binning import log_bin

@@ -17,11 +17,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..features.coords import GridGeometry
-from ..tasks.draw import COLORMAPS, to_gray
+from ..blocks.draw import COLORMAPS, to_gray
 
 __all__ = [
-    "GridUpsampler",
     "encode_png",
     "data_url",
     "colorize",
@@ -30,43 +28,6 @@ __all__ = [
     "colorbar_png",
     "display_jpeg",
 ]
-
-
-class GridUpsampler:
-    """Bilinear upsampling of ``(rows, cols)`` grid maps to the resized image, in NumPy.
-
-    The same interpolation as :func:`dinokit.tasks.similarity.upsample_grid`
-    with ``to="resized"`` (values at patch centres, border values beyond the
-    outermost centres), with the weights precomputed once per geometry and
-    applied separably: a 224 x 298 map takes well under a millisecond. NumPy's
-    element-wise operations run in the calling thread; a busy machine cannot
-    stall them the way it stalls a small multi-threaded torch operation.
-    """
-
-    def __init__(self, geometry: GridGeometry) -> None:
-        self.geometry = geometry
-        rows, cols = geometry.grid
-        h, w = geometry.resized_size
-        half = geometry.patch_size / 2.0
-        self._y = self._axis(h, rows, half, geometry.stride)
-        self._x = self._axis(w, cols, half, geometry.stride)
-
-    @staticmethod
-    def _axis(n: int, cells: int, half: float, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        g = np.clip((np.arange(n, dtype=np.float64) + 0.5 - half) / stride, 0, cells - 1)
-        i0 = np.minimum(np.floor(g).astype(np.intp), cells - 1)
-        i1 = np.minimum(i0 + 1, cells - 1)
-        return i0, i1, (g - i0).astype(np.float32)
-
-    def __call__(self, grid: np.ndarray) -> np.ndarray:
-        """``(H, W)`` float32 map of the resized image from a ``(rows, cols)`` grid."""
-        v = np.asarray(grid, dtype=np.float32).reshape(self.geometry.grid)
-        y0, y1, fy = self._y
-        x0, x1, fx = self._x
-        top, bottom = v[y0], v[y1]
-        col = top + (bottom - top) * fy[:, None]  # (H, cols)
-        left, right = col[:, x0], col[:, x1]
-        return left + (right - left) * fx[None, :]
 
 
 def encode_png(rgb: np.ndarray, compression: int = 1) -> bytes:

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..blocks.draw import COLORMAPS, palette
 from ..errors import DinokitError
 from ..features import FACETS, Extractor, GridGeometry, LoadedImage, open_image
-from ..tasks.draw import COLORMAPS, palette
-from ..tasks.binned_similarity import LogBinned
+from ..features.binned_similarity import LogBinned
 from ..tasks.similarity import SimilarityIndex
-from .render import GridUpsampler, data_url, display_jpeg, encode_png, heatmap_jpeg, heatmap_png
+from .render import data_url, display_jpeg, encode_png, heatmap_jpeg, heatmap_png
 
 __all__ = ["ViewSettings", "DescriptorView", "InspectorImage", "InspectorSession", "NotReady", "SCALES"]
 
@@ -93,11 +93,6 @@ class DescriptorView:
     id: int
     seconds: float
     cache: dict = field(default_factory=dict)
-    upsamplers: list[GridUpsampler] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not self.upsamplers:
-            self.upsamplers = [GridUpsampler(g) for g in self.index.geometries]
 
     @property
     def geometries(self) -> list[GridGeometry]:
@@ -441,7 +436,7 @@ class InspectorSession:
         idx = view.index.point_index(image, (x, y))
         maps = view.index.query_index(image, idx)
         t1 = time.perf_counter()
-        ups = [view.upsamplers[i](m.scores) for i, m in enumerate(maps)]
+        ups = [view.geometries[i].upsample(m.scores, "resized") for i, m in enumerate(maps)]
         if scale == "joint":
             lo, hi = min(float(m.scores.min()) for m in maps), max(float(m.scores.max()) for m in maps)
             ranges = [(lo, hi)] * len(maps)
@@ -491,7 +486,7 @@ class InspectorSession:
         def make() -> dict[str, Any]:
             maps = []
             for i, (s, g) in enumerate(zip(view.saliency, view.geometries)):
-                up = view.upsamplers[i](s.float().cpu().numpy())
+                up = view.geometries[i].upsample(s, "resized")
                 maps.append({"image": i, "grid": list(g.grid), "size": list(up.shape),
                              "heatmap": data_url(heatmap_png(up, cmap, 0.0, 1.0))})
             return {"version": view.id, "settings": view.settings.to_dict(), "maps": maps}

@@ -21,13 +21,15 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..blocks.draw import apply_colormap, palette, put_label, to_gray
+from ..devices import resolve_device
 from ..errors import DinokitError
-from ..features.extractor import default_device, parse_dtype
+from ..features.coords import GridGeometry
+from ..features.extractor import parse_dtype
 from ..features.image import LoadedImage, LoadSize, preprocess
 from ..features.saliency import cls_patch_attention
 from ..io import save_image, save_tensors
 from ..models.config import input_normalization
-from .draw import apply_colormap, palette, put_label, to_gray
 
 PathLike = Union[str, os.PathLike]
 ImageInput = Union[PathLike, Image.Image, LoadedImage]
@@ -78,38 +80,12 @@ def keep_mass(attn: Tensor, fraction: float) -> Tensor:
     return keep
 
 
-def upsample_to_image(
-    maps: np.ndarray, size: tuple[int, int], patch_size: int, stride: int, mode: str = "nearest"
-) -> np.ndarray:
-    """``(n, rows, cols)`` patch values to ``(n, H, W)`` pixels, each value placed at its patch centre.
-
-    ``nearest`` gives every pixel the value of the patch whose centre is
-    closest (at stride = patch size: the patch that contains it, DINO's
-    display); ``bilinear`` interpolates between patch centres. Pixels past the
-    outermost centres take the edge values.
-    """
-    n, rows, cols = maps.shape
-    H, W = size
-    fy = ((np.arange(H) + 0.5) - patch_size / 2.0) / stride
-    fx = ((np.arange(W) + 0.5) - patch_size / 2.0) / stride
-    if mode == "nearest":
-        # floor(f + 0.5) rounds halves up, so at stride = patch size pixel y maps to patch y // p.
-        ry = np.clip(np.floor(fy + 0.5), 0, rows - 1).astype(np.int64)
-        rx = np.clip(np.floor(fx + 0.5), 0, cols - 1).astype(np.int64)
-        return maps[:, ry][:, :, rx]
-    if mode != "bilinear":
+def _to_pixels(maps: np.ndarray, geometry: GridGeometry, mode: str) -> np.ndarray:
+    """``(n, rows, cols)`` patch values to ``(n, H, W)`` pixels by :meth:`GridGeometry.upsample`."""
+    if mode not in ("nearest", "bilinear"):
         raise DinokitError(f"unknown interpolation {mode!r}; choose nearest or bilinear")
-    fy = np.clip(fy, 0, rows - 1)
-    fx = np.clip(fx, 0, cols - 1)
-    y0 = np.floor(fy).astype(np.int64)
-    x0 = np.floor(fx).astype(np.int64)
-    y1 = np.minimum(y0 + 1, rows - 1)
-    x1 = np.minimum(x0 + 1, cols - 1)
-    wy = (fy - y0)[None, :, None]
-    wx = (fx - x0)[None, None, :]
-    top = maps[:, y0][:, :, x0] * (1 - wx) + maps[:, y0][:, :, x1] * wx
-    bottom = maps[:, y1][:, :, x0] * (1 - wx) + maps[:, y1][:, :, x1] * wx
-    return (top * (1 - wy) + bottom * wy).astype(maps.dtype)
+    up = geometry.upsample(np.moveaxis(maps, 0, -1).astype(np.float32), "resized", mode)
+    return np.moveaxis(up.reshape(*up.shape[:2], -1), -1, 0)
 
 
 @torch.no_grad()
@@ -142,7 +118,7 @@ def attention_maps(
         raise DinokitError(f"stride {s} must be positive and divide the patch size {p}")
     if threshold is not None and not 0.0 < threshold <= 1.0:
         raise DinokitError(f"threshold must be in (0, 1], got {threshold}")
-    dev = torch.device(device) if device is not None else default_device()
+    dev = resolve_device(device)
     dt = parse_dtype(dtype)
     mean, std = input_normalization(model)
     loaded = image if isinstance(image, LoadedImage) else preprocess(image, load_size, mean, std)
@@ -158,14 +134,15 @@ def attention_maps(
     heads = cls_attn.shape[0]
     grid_attn = cls_attn.reshape(heads, rows, cols).numpy()
     mean_grid = grid_attn.mean(axis=0, keepdims=True)
-    up = upsample_to_image(grid_attn, (H, W), p, s, interpolation)
-    up_mean = upsample_to_image(mean_grid, (H, W), p, s, interpolation)[0]
+    geo = GridGeometry((rows, cols), p, s, (H, W), (H, W))
+    up = _to_pixels(grid_attn, geo, interpolation)
+    up_mean = _to_pixels(mean_grid, geo, interpolation)[0]
     masks = mean_mask = None
     if threshold is not None:
         keep = keep_mass(cls_attn, threshold).reshape(heads, rows, cols).numpy()
         keep_mean = keep_mass(torch.from_numpy(mean_grid.reshape(1, -1)), threshold).reshape(1, rows, cols).numpy()
-        masks = upsample_to_image(keep.astype(np.uint8), (H, W), p, s, "nearest").astype(bool)
-        mean_mask = upsample_to_image(keep_mean.astype(np.uint8), (H, W), p, s, "nearest")[0].astype(bool)
+        masks = _to_pixels(keep, geo, "nearest") > 0.5
+        mean_mask = _to_pixels(keep_mean, geo, "nearest")[0] > 0.5
     return AttentionMaps(grid_attn, up, up_mean, masks, mean_mask, loaded.rgb, (rows, cols), p, s, threshold)
 
 
@@ -312,5 +289,4 @@ __all__ = [
     "keep_mass",
     "mask_overlay",
     "save_attention_maps",
-    "upsample_to_image",
 ]

@@ -16,7 +16,7 @@ The paper's pipeline for two images A and B:
 The similarity of all of A to all of B is computed in row chunks of matrix
 products on the device, so memory stays bounded for large grids and no
 per-token loop is ever run. Log-binned descriptors are never formed for the
-search: :mod:`dinokit.tasks.binned_similarity` gets the same similarities from
+search: :mod:`dinokit.features.binned_similarity` gets the same similarities from
 the unbinned maps with several times fewer multiply-adds (about 6.5x on
 the 55 x 80 grids of the paper's setting).
 
@@ -27,7 +27,6 @@ patch / 2)`` in the resized image, scaled to the original image's pixels.
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections import OrderedDict
@@ -38,265 +37,24 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..blocks.kmeans import kmeans_plusplus
+from ..blocks.matching import Descriptors, as_matrix, best_buddies, normalize_descriptors, refine_peak, rows_per_chunk
 from ..errors import DinokitError
+from ..features.binned_similarity import LogBinned
 from ..features.coords import GridGeometry
 from ..features.extractor import Extractor, ImageInput
 from ..features.image import LoadedImage
-from .binned_similarity import LogBinned, binned_row_chunks
-from .similarity import normalize_descriptors, refine_peak
 
 __all__ = [
-    "NearestNeighbours",
-    "BestBuddies",
     "Correspondences",
     "DenseMatches",
     "ImageDescriptors",
     "CorrespondenceFinder",
-    "similarity_chunks",
-    "cosine_similarity",
-    "nearest_neighbours",
-    "best_buddies",
-    "kmeans",
     "select_correspondences",
     "find_correspondences",
     "match_points",
     "draw_correspondences",
 ]
-
-DEFAULT_CHUNK_ELEMENTS = 1 << 24  # similarity entries held at once (64 MB in float32)
-
-
-def _rows_per_chunk(n_cols: int, chunk_size: Optional[int]) -> int:
-    if chunk_size is not None:
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-        return int(chunk_size)
-    return max(1, DEFAULT_CHUNK_ELEMENTS // max(n_cols, 1))
-
-
-Descriptors = Union[Tensor, LogBinned]
-
-
-def _as_matrix(desc, name: str):
-    if isinstance(desc, LogBinned):
-        return desc
-    d = torch.as_tensor(desc)
-    while d.dim() > 2 and d.shape[0] == 1:
-        d = d[0]
-    if d.dim() != 2:
-        raise DinokitError(f"{name}: descriptors must be (T, D), got shape {tuple(d.shape)}")
-    return d
-
-
-def similarity_chunks(a: Descriptors, b: Descriptors, chunk_size: Optional[int] = None):
-    """Yield ``(start, stop, cos)``: cosine similarities of rows ``start:stop`` of A to all of B.
-
-    ``a`` and ``b`` are ``(T, D)`` tensors or :class:`LogBinned` (both binned:
-    the fast structured product; one binned: it is made explicit).
-    ``chunk_size`` is the number of A rows per chunk (default: about 16M
-    similarity entries per chunk).
-    """
-    a, b = _as_matrix(a, "a"), _as_matrix(b, "b")
-    if isinstance(a, LogBinned) and isinstance(b, LogBinned):
-        rows = _rows_per_chunk(b.num_tokens, chunk_size)
-        yield from binned_row_chunks(a, b.to(a.device), rows * b.num_tokens if chunk_size is not None else None)
-        return
-    a = normalize_descriptors(a.dense() if isinstance(a, LogBinned) else a)
-    b = normalize_descriptors(b.dense() if isinstance(b, LogBinned) else b).to(a.device)
-    if a.shape[1] != b.shape[1]:
-        raise DinokitError(f"descriptors of different dimensions ({a.shape[1]} and {b.shape[1]}) cannot be compared")
-    rows = _rows_per_chunk(b.shape[0], chunk_size)
-    for start in range(0, a.shape[0], rows):
-        yield start, min(start + rows, a.shape[0]), a[start : start + rows] @ b.T
-
-
-def cosine_similarity(a: Descriptors, b: Descriptors, chunk_size: Optional[int] = None) -> Tensor:
-    """Cosine similarity of every row of ``a`` ``(Ta, D)`` to every row of ``b`` ``(Tb, D)``: ``(Ta, Tb)``.
-
-    Computed in row chunks (see :func:`similarity_chunks`). Use
-    :func:`nearest_neighbours` when only the maxima are needed: it never holds
-    the whole matrix.
-    """
-    parts = [s for _, _, s in similarity_chunks(a, b, chunk_size)]
-    return torch.cat(parts, 0)
-
-
-@dataclass
-class NearestNeighbours:
-    """Nearest neighbours both ways under cosine similarity.
-
-    ``nn_1[i]`` is the patch of B closest to patch ``i`` of A (similarity
-    ``sim_1[i]``); ``nn_2[j]`` the patch of A closest to patch ``j`` of B.
-    Ties go to the lowest index, as ``torch.max`` on the full matrix.
-    """
-
-    sim_1: Tensor
-    nn_1: Tensor
-    sim_2: Tensor
-    nn_2: Tensor
-
-    @property
-    def mutual(self) -> Tensor:
-        """``(Ta,)`` bool: ``nn_2[nn_1[i]] == i`` (best buddies)."""
-        return self.nn_2[self.nn_1] == torch.arange(self.nn_1.shape[0], device=self.nn_1.device)
-
-
-@torch.no_grad()
-def nearest_neighbours(a: Descriptors, b: Descriptors, chunk_size: Optional[int] = None) -> NearestNeighbours:
-    """Row and column maxima of the ``a`` x ``b`` cosine-similarity matrix, in bounded memory.
-
-    The matrix is produced ``chunk_size`` rows of ``a`` at a time (see
-    :func:`similarity_chunks`); row maxima give ``nn_1`` directly and column
-    maxima are merged across chunks.
-    """
-    a, b = _as_matrix(a, "a"), _as_matrix(b, "b")
-    if a.shape[0] == 0 or b.shape[0] == 0:
-        raise DinokitError("nearest neighbours need at least one descriptor in each image")
-    device = a.device
-    sim_1, nn_1 = [], []
-    sim_2 = torch.full((b.shape[0],), -torch.inf, device=device)
-    nn_2 = torch.zeros(b.shape[0], dtype=torch.long, device=device)
-    for start, _, s in similarity_chunks(a, b, chunk_size):
-        v, i = s.max(dim=1)
-        sim_1.append(v)
-        nn_1.append(i)
-        cv, ci = s.max(dim=0)
-        better = cv > sim_2  # strict: an earlier chunk keeps ties, like a global argmax
-        sim_2 = torch.where(better, cv, sim_2)
-        nn_2 = torch.where(better, ci + start, nn_2)
-    return NearestNeighbours(torch.cat(sim_1), torch.cat(nn_1), sim_2, nn_2)
-
-
-@dataclass
-class BestBuddies:
-    """Best-buddy pairs between A and B after the foreground filter.
-
-    ``indices_a[k]`` and ``indices_b[k]`` are flat grid indices of pair ``k``
-    (in increasing ``indices_a`` order), ``similarity[k]`` its cosine
-    similarity; ``mask`` is the ``(Ta,)`` final selection over A and
-    ``mutual`` the mask before the foreground filter.
-    """
-
-    indices_a: Tensor
-    indices_b: Tensor
-    similarity: Tensor
-    mask: Tensor
-    mutual: Tensor
-    neighbours: NearestNeighbours
-
-    def __len__(self) -> int:
-        return int(self.indices_a.shape[0])
-
-
-@torch.no_grad()
-def best_buddies(
-    desc_a: Descriptors,
-    desc_b: Descriptors,
-    fg_a: Optional[Tensor] = None,
-    fg_b: Optional[Tensor] = None,
-    chunk_size: Optional[int] = None,
-) -> BestBuddies:
-    """Mutual nearest neighbours of two descriptor sets, optionally restricted to the foreground.
-
-    ``fg_a`` / ``fg_b`` are boolean ``(Ta,)`` / ``(Tb,)`` masks. A pair
-    ``(i, nn_1[i])`` is kept when ``fg_a[i]`` and -- exactly as the reference
-    implementation -- when ``i`` is the nearest A-neighbour of at least one
-    foreground patch of B (B's foreground carried into A's index space
-    through ``nn_2``).
-    """
-    nn = nearest_neighbours(desc_a, desc_b, chunk_size)
-    mutual = nn.mutual
-    mask = mutual.clone()
-    ta = mutual.shape[0]
-    if fg_a is not None:
-        fg_a = torch.as_tensor(fg_a, device=mask.device).reshape(-1).bool()
-        if fg_a.shape[0] != ta:
-            raise DinokitError(f"foreground mask of A has {fg_a.shape[0]} values for {ta} patches")
-        mask &= fg_a
-    if fg_b is not None:
-        fg_b = torch.as_tensor(fg_b, device=mask.device).reshape(-1).bool()
-        if fg_b.shape[0] != nn.nn_2.shape[0]:
-            raise DinokitError(f"foreground mask of B has {fg_b.shape[0]} values for {nn.nn_2.shape[0]} patches")
-        reached = torch.zeros(ta, dtype=torch.bool, device=mask.device)
-        reached[nn.nn_2[fg_b]] = True
-        mask &= reached
-    idx_a = torch.nonzero(mask, as_tuple=False).flatten()
-    return BestBuddies(idx_a, nn.nn_1[idx_a], nn.sim_1[idx_a], mask, mutual, nn)
-
-
-@torch.no_grad()
-def kmeans(
-    x: Tensor,
-    k: int,
-    *,
-    seed: int = 0,
-    n_init: int = 10,
-    max_iter: int = 300,
-    tol: float = 1e-4,
-) -> tuple[Tensor, Tensor, float]:
-    """Lloyd's k-means with greedy k-means++ seeding, deterministic for a given ``seed``.
-
-    Runs ``n_init`` seedings and keeps the lowest inertia (as scikit-learn's
-    ``KMeans``). ``tol`` is relative to the mean per-feature variance.
-    Returns ``(labels (N,), centers (k, D), inertia)``.
-    """
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    n = x.shape[0]
-    if n < k:
-        raise ValueError(f"cannot form {k} clusters from {n} points")
-    x = x.float()
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    tol_abs = tol * float(x.var(dim=0, unbiased=False).mean()) if n > 1 else 0.0
-    d_in = x.shape[1]
-    basis = None
-    if n < d_in:
-        # centres are means of points, so all distances live in the span of the points:
-        # k-means on their coordinates in an orthonormal basis of that span is the same k-means.
-        basis, r = torch.linalg.qr(x.T)  # (D, n), (n, n)
-        x = r.T.contiguous()
-    sq = (x * x).sum(1)
-    trials = 2 + int(math.log(k))
-
-    def dist2(c: Tensor) -> Tensor:
-        return (sq[:, None] - 2.0 * x @ c.T + (c * c).sum(1)[None]).clamp_min_(0)
-
-    best: Optional[tuple[Tensor, Tensor, float]] = None
-    for _ in range(max(1, n_init)):
-        first = int(torch.randint(n, (1,), generator=gen))
-        centers = [x[first]]
-        closest = dist2(x[first : first + 1])[:, 0]
-        for _ in range(1, k):
-            total = float(closest.sum())
-            if total <= 0:  # all remaining points coincide with a centre
-                cand = torch.randint(n, (trials,), generator=gen)
-            else:
-                probs = (closest / total).cpu().double()
-                cand = torch.multinomial(probs, trials, replacement=True, generator=gen)
-            d = dist2(x[cand.to(x.device)])  # (n, trials)
-            pot = torch.minimum(closest[:, None], d).sum(0)
-            j = int(torch.argmin(pot))
-            centers.append(x[int(cand[j])])
-            closest = torch.minimum(closest, d[:, j])
-        c = torch.stack(centers)
-        for _ in range(max_iter):
-            labels = dist2(c).argmin(1)
-            counts = torch.bincount(labels, minlength=k).to(x.dtype)
-            sums = torch.zeros_like(c).index_add_(0, labels, x)
-            new = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], c)
-            shift = float(((new - c) ** 2).sum())
-            c = new
-            if shift <= tol_abs:
-                break
-        d = dist2(c)
-        labels = d.argmin(1)
-        inertia = float(d.gather(1, labels[:, None]).sum())
-        if best is None or inertia < best[2]:
-            best = (labels, c, inertia)
-    assert best is not None
-    labels, c, inertia = best
-    return labels, (c @ basis.T if basis is not None else c), inertia
-
 
 @dataclass
 class Correspondences:
@@ -396,8 +154,8 @@ def select_correspondences(
 
 def _select(desc_a, desc_b, saliency_a, saliency_b, geometry_a, geometry_b, num_pairs, thresh, seed, n_init,
             chunk_size, timings) -> Correspondences:
-    a = _as_matrix(desc_a, "image A")
-    b = _as_matrix(desc_b, "image B").to(a.device)
+    a = as_matrix(desc_a, "image A")
+    b = as_matrix(desc_b, "image B").to(a.device)
     sal_a = torch.as_tensor(saliency_a).reshape(-1).float().to(a.device)
     sal_b = torch.as_tensor(saliency_b).reshape(-1).float().to(a.device)
     for name, d, s, g in (("A", a, sal_a, geometry_a), ("B", b, sal_b, geometry_b)):
@@ -417,7 +175,7 @@ def _select(desc_a, desc_b, saliency_a, saliency_b, geometry_a, geometry_b, num_
     else:
         pairs = torch.cat([a[idx_a], b[idx_b]], dim=1)
         pairs = pairs / pairs.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        labels, _, _ = kmeans(pairs, num_pairs, seed=seed, n_init=n_init)
+        labels, _, _ = kmeans_plusplus(pairs, num_pairs, seed=seed, n_init=n_init)
         rank = (sal_a[idx_a] + sal_b[idx_b]) / 2
         keep_list = []
         for c in range(num_pairs):
@@ -494,7 +252,7 @@ def match_points(
     ``original`` says whether the query and answer points are in original
     (default) or resized pixels.
     """
-    a, b = _as_matrix(desc_a, "image A"), _as_matrix(desc_b, "image B")
+    a, b = as_matrix(desc_a, "image A"), as_matrix(desc_b, "image B")
     pts = np.asarray(points_a, dtype=np.float64).reshape(-1, 2)
     q_idx = geometry_a.xy_to_index(pts, original=original).reshape(-1)
     q = a[torch.as_tensor(q_idx, device=a.device)]
@@ -511,7 +269,7 @@ def match_points(
             raise DinokitError(f"mask of B has {mask.shape[0]} values for {b.shape[0]} patches")
         if not mask.any():
             mask = None
-    rows = _rows_per_chunk(b.shape[0], chunk_size)
+    rows = rows_per_chunk(b.shape[0], chunk_size)
     best_idx, best_val, maps = [], [], []
     for start in range(0, q.shape[0], rows):
         s = cos(q[start : start + rows])
@@ -748,7 +506,7 @@ def draw_correspondences(
     are numbered 1..K in the result's order and share a colour across the two
     images; an empty result is said on the pictures.
     """
-    from .draw import draw_matches, draw_points, palette, resize_image, write_note
+    from ..blocks.draw import draw_matches, draw_points, palette, resize_image, write_note
 
     pa = result.points_a_resized if resized else result.points_a
     pb = result.points_b_resized if resized else result.points_b

@@ -11,7 +11,7 @@ The method of the paper and its reference code:
    ``thresh``; clusters with votes from at least ``votes_percentage`` percent
    of the images are foreground;
 4. each image's foreground patches, upsampled to the image, seed GrabCut
-   (:func:`~dinokit.tasks.refine.grabcut_refine`).
+   (:func:`~dinokit.blocks.refine.grabcut_refine`).
 
 Optionally images whose CLS descriptor has cosine similarity below
 ``outliers_thresh`` to the mean CLS descriptor are left out and get an empty
@@ -31,7 +31,7 @@ patches, which tends to lower the cluster means compared with ``thresh``.
 
 Scale: descriptors are stored L2-normalised in float16, in RAM for small sets
 and in a temporary file beyond ``memory_limit_gb``
-(:class:`~dinokit.tasks.descriptor_store.DescriptorStore`); k-means is fitted
+(:class:`~dinokit.blocks.store.DescriptorStore`); k-means is fitted
 on the sample and assigns in batches, several k per pass for large sets
 (:func:`elbow_lookahead`; same result); GrabCut runs one image at a time.
 1,000 images at load size 224 with ViT-S/8-sized descriptors (4.5 million,
@@ -52,13 +52,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..blocks.kmeans import DEFAULT_SEED, KMeans, elbow_search, split_labels
+from ..blocks.refine import grabcut_refine, upsample_mask
+from ..blocks.store import DescriptorStore
+from ..devices import resolve_device
 from ..errors import DinokitError, ImageError
 from ..features import Extractor
 from ..features.binning import log_bin
 from ..features.image import IMAGE_SUFFIXES, LoadedImage, list_images
-from .descriptor_store import DescriptorStore
-from .kmeans import DEFAULT_SEED, KMeans, elbow_search, split_labels
-from .refine import grabcut_refine, upsample_mask
 
 ImageSource = Union[str, Path, Image.Image]
 
@@ -339,7 +340,7 @@ def checkerboard_visualization(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def label_map_image(labels: np.ndarray, num_labels: int, size: Optional[tuple[int, int]] = None) -> np.ndarray:
     """A label grid drawn with the shared palette (negative labels black), optionally resized (nearest)."""
-    from .draw import palette
+    from ..blocks.draw import palette
 
     colors = np.array(palette(max(num_labels, 1)), dtype=np.uint8)
     lab = np.asarray(labels)
@@ -353,7 +354,7 @@ def label_map_image(labels: np.ndarray, num_labels: int, size: Optional[tuple[in
 
 def saliency_image(saliency: np.ndarray, grid: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
     """A saliency grid coloured with jet in [0, 1] and resized (nearest) to ``size``."""
-    from .draw import apply_colormap
+    from ..blocks.draw import apply_colormap
 
     rgb = apply_colormap(np.asarray(saliency, dtype=np.float32).reshape(grid), 0.0, 1.0, "jet")
     return np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), Image.NEAREST))
@@ -486,9 +487,7 @@ class CoSegmentation:
         if hasattr(self, "extractor_"):
             device = self.extractor_.device
         else:
-            from ..features import default_device
-
-            device = torch.device(self.device) if self.device is not None else default_device()
+            device = resolve_device(self.device)
         return dict(seed=self.seed, backend=self.kmeans_backend, device=device)
 
     def _new_store(self, n: int) -> DescriptorStore:
@@ -690,7 +689,7 @@ def save_cosegmentation(
         save_image(out / f"{it.name}_mask.png", _resize_mask(mask, _output_size(it, mask_size)).astype(np.uint8) * 255)
         vis = checkerboard_visualization(rgb, mask)
         if not mask.any():  # say why the picture is all checkerboard
-            from .draw import write_note
+            from ..blocks.draw import write_note
 
             if not model.inliers_[i]:
                 why = f"outlier: CLS similarity {model.cls_similarity_[i]:.2f} < {model.outliers_thresh:g}"

@@ -39,13 +39,20 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..blocks.kmeans import KMeans, elbow_search, squared_distances
+from ..blocks.refine import crf_from_distances, upsample_energies
+from ..blocks.store import l2_normalize
 from ..errors import DinokitError
 from ..features import Extractor
-from .cosegmentation import (CoSegmentation, SetFeatures, checkerboard, elbow_lookahead, extract_set, fit_and_save_set,
-                             first_stage_clustering)
-from .descriptor_store import l2_normalize
-from .kmeans import KMeans, elbow_search, squared_distances
-from .refine import crf_from_distances, upsample_energies
+from .cosegmentation import (
+    CoSegmentation,
+    SetFeatures,
+    checkerboard,
+    elbow_lookahead,
+    extract_set,
+    first_stage_clustering,
+    fit_and_save_set,
+)
 
 __all__ = ["PartModel", "PartCoSegmentation", "find_part_cosegmentation", "crop_flip_augmentations",
            "PART_COLORS", "part_colors", "parts_visualization", "parts_overlay", "part_legend", "with_legend",
@@ -62,7 +69,7 @@ _FAR = 4.0
 
 def part_colors(n: int) -> list[tuple[int, int, int]]:
     """``n`` part colours: the reference's eight, then the shared palette."""
-    from .draw import palette
+    from ..blocks.draw import palette
 
     out = list(PART_COLORS[:n])
     if n > len(out):

@@ -21,7 +21,6 @@ from ..errors import DinokitError
 from ..features.coords import GridGeometry
 from ..features.extractor import Extractor, Features, ImageInput
 from ..features.image import LoadedImage
-from .similarity import upsample_grid
 
 __all__ = ["DescriptorPCA", "PCAResult", "pca_descriptors", "pca_images", "component_images"]
 
@@ -201,7 +200,7 @@ def component_images(
     else:
         scaled = _minmax(comps)
     if to is not None:
-        scaled = upsample_grid(scaled, result.geometry, to, mode)
+        scaled = result.geometry.upsample(scaled, to, mode)
         if scaled.ndim == 2:
             scaled = scaled[..., None]
     u8 = np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)

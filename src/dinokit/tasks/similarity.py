@@ -31,120 +31,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..blocks.matching import normalize_descriptors, refine_peak
 from ..errors import DinokitError
 from ..features.coords import GridGeometry
 from ..features.extractor import Extractor, Features, ImageInput
 
 if TYPE_CHECKING:
-    from .binned_similarity import LogBinned
+    from ..features.binned_similarity import LogBinned
 
 __all__ = [
     "SimilarityIndex",
     "SimilarityMap",
     "similarity_maps",
-    "normalize_descriptors",
-    "upsample_grid",
-    "refine_peak",
-    "grid_to_pixels",
 ]
 
 Point = Union[Sequence[float], np.ndarray]
-
-
-def normalize_descriptors(desc: Tensor, eps: float = 1e-12) -> Tensor:
-    """L2-normalise descriptors along the last dimension (float32); zero rows stay zero."""
-    desc = desc.float()
-    return desc / desc.norm(dim=-1, keepdim=True).clamp_min(eps)
-
-
-def grid_to_pixels(grid_xy: np.ndarray, geometry: GridGeometry, original: bool = True) -> np.ndarray:
-    """Continuous grid coordinates ``(col, row)`` to pixel ``(x, y)``: centre of patch = ``c*s + p/2``."""
-    g = np.asarray(grid_xy, dtype=np.float64)
-    xy = g * geometry.stride + geometry.patch_size / 2.0
-    return geometry.to_original(xy) if original else xy
-
-
-def upsample_grid(
-    values: Union[np.ndarray, Tensor], geometry: GridGeometry, to: str = "original", mode: str = "bilinear"
-) -> np.ndarray:
-    """Interpolate a ``(rows, cols)`` or ``(rows, cols, C)`` grid map to every pixel of the image.
-
-    Each grid value sits at its patch centre, so the map lines up with the
-    image exactly (also when the sides are not multiples of the stride);
-    pixels outside the outermost centres take the border value. ``to`` is
-    ``"original"`` or ``"resized"``; ``mode`` ``"bilinear"`` or ``"nearest"``
-    (nearest patch centre). Returns ``(H, W)`` or ``(H, W, C)`` float32.
-    """
-    if to not in ("original", "resized"):
-        raise ValueError(f"upsample to 'original' or 'resized', not {to!r}")
-    if mode not in ("bilinear", "nearest"):
-        raise ValueError(f"upsample mode is 'bilinear' or 'nearest', not {mode!r}")
-    grid = values if isinstance(values, Tensor) else torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
-    grid = grid.detach().float().cpu()
-    rows, cols = geometry.grid
-    channels = grid.shape[-1] if grid.dim() == 3 else None
-    grid = grid.reshape(rows, cols, -1).permute(2, 0, 1)  # (C, rows, cols)
-    h, w = geometry.original_size if to == "original" else geometry.resized_size
-    # pixel centres -> resized pixels -> continuous grid coordinates
-    px = torch.arange(w, dtype=torch.float64) + 0.5
-    py = torch.arange(h, dtype=torch.float64) + 0.5
-    if to == "original":
-        (h1, w1), (h0, w0) = geometry.resized_size, geometry.original_size
-        px, py = px * (w1 / w0), py * (h1 / h0)
-    half = geometry.patch_size / 2.0
-    gx = ((px - half) / geometry.stride).clamp(0, cols - 1)
-    gy = ((py - half) / geometry.stride).clamp(0, rows - 1)
-    if mode == "nearest":
-        out = grid[:, torch.round(gy).long()][:, :, torch.round(gx).long()]
-    else:
-        x0 = gx.floor().long().clamp(max=cols - 1)
-        y0 = gy.floor().long().clamp(max=rows - 1)
-        x1 = (x0 + 1).clamp(max=cols - 1)
-        y1 = (y0 + 1).clamp(max=rows - 1)
-        fx = (gx - x0).float()[None, None, :]
-        fy = (gy - y0).float()[None, :, None]
-        top = grid[:, y0][:, :, x0] * (1 - fx) + grid[:, y0][:, :, x1] * fx
-        bottom = grid[:, y1][:, :, x0] * (1 - fx) + grid[:, y1][:, :, x1] * fx
-        out = top * (1 - fy) + bottom * fy
-    out = out.permute(1, 2, 0)
-    return (out[..., 0] if channels is None else out).contiguous().numpy()
-
-
-def refine_peak(
-    scores: Union[np.ndarray, Tensor],
-    geometry: GridGeometry,
-    index: Optional[int] = None,
-    window: int = 5,
-    temperature: float = 0.02,
-    original: bool = True,
-) -> np.ndarray:
-    """Sub-patch location of a similarity peak: soft-argmax in a ``window x window`` neighbourhood.
-
-    ``scores`` is the ``(rows, cols)`` (or flat) map; ``index`` the flat
-    argmax (computed when ``None``). Weights are ``softmax(scores / temperature)``
-    over the window; the result is the weighted mean of patch centres,
-    ``(x, y)`` in original (or resized) pixels.
-    """
-    if window < 1 or window % 2 == 0:
-        raise ValueError(f"window must be a positive odd number, got {window}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    s = torch.as_tensor(np.asarray(scores) if not isinstance(scores, Tensor) else scores).detach().double().cpu()
-    rows, cols = geometry.grid
-    s = s.reshape(rows, cols)
-    if index is None:
-        index = int(torch.argmax(s))
-    r0, c0 = divmod(int(index), cols)
-    k = window // 2
-    r_lo, r_hi = max(r0 - k, 0), min(r0 + k + 1, rows)
-    c_lo, c_hi = max(c0 - k, 0), min(c0 + k + 1, cols)
-    patch = s[r_lo:r_hi, c_lo:c_hi]
-    finite = torch.isfinite(patch)
-    logits = torch.where(finite, patch / temperature, torch.full_like(patch, -torch.inf))
-    w = torch.softmax(logits.flatten(), 0).reshape(patch.shape)
-    rr, cc = torch.meshgrid(torch.arange(r_lo, r_hi, dtype=torch.float64), torch.arange(c_lo, c_hi, dtype=torch.float64), indexing="ij")
-    gxy = np.array([float((w * cc).sum()), float((w * rr).sum())])
-    return grid_to_pixels(gxy, geometry, original)
 
 
 @dataclass
@@ -176,7 +77,7 @@ class SimilarityMap:
         if not np.isfinite(s).all():
             finite = s[np.isfinite(s)]
             s = np.where(np.isfinite(s), s, finite.min() if finite.size else 0.0).astype(np.float32)
-        return upsample_grid(s, self.geometry, to)
+        return self.geometry.upsample(s, to)
 
     def refined_xy(self, window: int = 5, temperature: float = 0.02, original: bool = True) -> np.ndarray:
         """Sub-patch best match by soft-argmax around :attr:`best_index` (see :func:`refine_peak`)."""
@@ -189,7 +90,7 @@ class SimilarityIndex:
     Args:
         descriptors: one ``(T_i, D)`` tensor per image (same ``D``), row-major
             on the image's grid; a ``(1, T, D)`` tensor is accepted too. Or one
-            :class:`~dinokit.tasks.binned_similarity.LogBinned` per image: the
+            :class:`~dinokit.features.binned_similarity.LogBinned` per image: the
             log-binned descriptors held implicitly (17x less memory, and a
             query costs two ``D``-dim products instead of one ``17 D``-dim one).
         geometries: one :class:`GridGeometry` per image (``T_i = rows * cols``).
@@ -206,7 +107,7 @@ class SimilarityIndex:
         geometries: Sequence[GridGeometry],
         device: Union[str, torch.device, None] = None,
     ) -> None:
-        from .binned_similarity import LogBinned
+        from ..features.binned_similarity import LogBinned
 
         if len(descriptors) == 0:
             raise DinokitError("no descriptors given")
@@ -294,7 +195,7 @@ class SimilarityIndex:
         feats = extractor.extract_many(list(images), progress=progress, layers=layer, facets=facet, bin=False)
         if not bin:
             return cls.from_features(feats, device=extractor.device)
-        from .binned_similarity import LogBinned
+        from ..features.binned_similarity import LogBinned
 
         return cls([LogBinned(f.get()[0], f.geometry[0].grid) for f in feats], [f.geometry[0] for f in feats],
                    extractor.device)
@@ -330,7 +231,7 @@ class SimilarityIndex:
         """Cosine similarity of a normalised ``(D,)`` query to every patch of every image: ``(sum T,)``."""
         if self.matrix is not None:
             return self.matrix @ q
-        from .binned_similarity import binned_dot_products
+        from ..features.binned_similarity import binned_dot_products
 
         parts = q.reshape(1, len(self._levels), self._level_maps[0].shape[1])
         return binned_dot_products(self._level_maps, self._slot_index, self._slots_of, parts)[:, 0].mul_(self._inv_norms)
@@ -397,7 +298,7 @@ class SimilarityIndex:
     def similarity(self, a: int, b: int) -> Tensor:
         """Full ``(T_a, T_b)`` cosine-similarity matrix between two images (on the device)."""
         if self.matrix is None:
-            from .binned_similarity import binned_similarity_rows
+            from ..features.binned_similarity import binned_similarity_rows
 
             self._check_image(a)
             self._check_image(b)

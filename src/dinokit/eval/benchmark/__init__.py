@@ -28,8 +28,8 @@ Metric conventions (what the published numbers use; every run records its own in
 from .base import Benchmark, spread
 from .correspondence import CorrespondenceBenchmark
 from .cosegmentation import COSEG_DEFAULTS, CosegBenchmark, SetBenchmark
-from .report import BenchmarkResult, Column, format_table
 from .parts import PartsBenchmark
+from .report import BenchmarkResult, Column, format_table
 from .run_folder import RunFolder
 from .video import VideoBenchmark
 

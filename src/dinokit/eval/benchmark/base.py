@@ -152,9 +152,9 @@ class Benchmark:
         return self.model_info_
 
     def resolved_device(self) -> torch.device:
-        from ...features import default_device
+        from ...devices import resolve_device
 
-        return torch.device(self.device) if self.device is not None else default_device()
+        return resolve_device(self.device)
 
     def run_settings(self) -> dict[str, Any]:
         """What identifies the run (a rerun into the same folder must match it)."""

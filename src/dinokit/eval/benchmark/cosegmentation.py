@@ -72,7 +72,7 @@ class SetBenchmark(Benchmark):
 
     def set_features(self, name: str, sources: Sequence[Any], folder: RunFolder, include_cls: bool = False) -> Any:
         """Features of a set's images, read from / written to ``OUT/cache/sets/<name>``."""
-        from ...tasks.descriptor_store import DescriptorStore
+        from ...blocks.store import DescriptorStore
         from .descriptor_cache import cached_set_features
 
         directory = folder.cache_dir / "sets" / _safe(name)
@@ -191,8 +191,8 @@ class CosegBenchmark(SetBenchmark):
     def evaluate(self, sets: list[CosegSet], folder: RunFolder) -> BenchmarkResult:
         from tqdm.auto import tqdm
 
+        from ...blocks.refine import upsample_mask
         from ...tasks.cosegmentation import CoSegmentation
-        from ...tasks.refine import upsample_mask
 
         methods = ["model", *self.baselines]
         accs = {m: CosegAccumulator() for m in methods}

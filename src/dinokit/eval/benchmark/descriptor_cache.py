@@ -103,7 +103,7 @@ class ImageDescriptorCache:
 
     def get(self, path: Union[str, os.PathLike]) -> Any:
         """:class:`~dinokit.tasks.correspondences.ImageDescriptors` of the image at ``path``."""
-        from ...tasks.binned_similarity import LogBinned
+        from ...features.binned_similarity import LogBinned
         from ...tasks.correspondences import ImageDescriptors
 
         k = str(path)
@@ -167,14 +167,14 @@ def cached_set_features(
     """:class:`~dinokit.tasks.cosegmentation.SetFeatures` of a set of image files, each image read from
     ``directory`` when cached there, else extracted (one image at a time) and cached.
 
-    ``store`` (a :class:`~dinokit.tasks.descriptor_store.DescriptorStore`)
+    ``store`` (a :class:`~dinokit.blocks.store.DescriptorStore`)
     receives the descriptors; its precision is the cached one. ``counter``
     gets ``computed``/``loaded`` counts added.
     """
     from tqdm.auto import tqdm
 
+    from ...blocks.store import DescriptorStore
     from ...tasks.cosegmentation import ImageItem, SetFeatures, extract_set
-    from ...tasks.descriptor_store import DescriptorStore
 
     names = _unique_stems(sources)
     items, saliency, cls_rows = [], [], []

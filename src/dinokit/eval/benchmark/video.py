@@ -143,7 +143,7 @@ class VideoBenchmark(SetBenchmark):
             return None, [str(exc)]
 
     def _mask(self, model: Any, index: int, size: tuple[int, int]) -> np.ndarray:
-        from ...tasks.refine import upsample_mask
+        from ...blocks.refine import upsample_mask
 
         if model is None:
             return np.zeros(size, bool)
@@ -237,8 +237,13 @@ class VideoBenchmark(SetBenchmark):
         """Predicted label maps (original size) of the selected frames for ``method``."""
         from tqdm.auto import tqdm
 
-        from .propagation import (model_frame_features, propagate_sequence, propagation_size, resize_frame,
-                                  rgb_frame_features)
+        from .propagation import (
+            model_frame_features,
+            propagate_sequence,
+            propagation_size,
+            resize_frame,
+            rgb_frame_features,
+        )
 
         if method == "first-frame":
             return [first.copy() for _ in idx]

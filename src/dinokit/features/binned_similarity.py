@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import DinokitError
-from ..features.binning import bin_offsets
+from .binning import bin_offsets
 
 __all__ = ["LogBinned", "binned_similarity_rows", "binned_row_chunks"]
 

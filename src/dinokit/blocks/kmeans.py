@@ -12,17 +12,19 @@ the restart with the lowest objective kept.
 Models are fitted on a sample; assigning all descriptors runs in batches over
 anything that yields rows (an array, a tensor, or an object with
 ``iter_batches(batch_size)`` such as
-:class:`~dinokit.tasks.descriptor_store.DescriptorStore`), so memory stays
+:class:`~dinokit.blocks.store.DescriptorStore`), so memory stays
 bounded however many descriptors there are.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from ..errors import DinokitError
 
@@ -361,3 +363,76 @@ def split_labels(labels: np.ndarray, counts: Sequence[int]) -> list[np.ndarray]:
     if sum(counts) != len(labels):
         raise ValueError(f"{len(labels)} labels do not match {sum(counts)} descriptors")
     return list(np.split(labels, np.cumsum(counts)[:-1]))
+
+
+def kmeans_plusplus(
+    x: Tensor,
+    k: int,
+    *,
+    seed: int = 0,
+    n_init: int = 10,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+) -> tuple[Tensor, Tensor, float]:
+    """Lloyd's k-means with greedy k-means++ seeding, deterministic for a given ``seed``.
+
+    Runs ``n_init`` seedings and keeps the lowest inertia (as scikit-learn's
+    ``KMeans``). ``tol`` is relative to the mean per-feature variance.
+    Returns ``(labels (N,), centers (k, D), inertia)``.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    n = x.shape[0]
+    if n < k:
+        raise ValueError(f"cannot form {k} clusters from {n} points")
+    x = x.float()
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    tol_abs = tol * float(x.var(dim=0, unbiased=False).mean()) if n > 1 else 0.0
+    d_in = x.shape[1]
+    basis = None
+    if n < d_in:
+        # centres are means of points, so all distances live in the span of the points:
+        # k-means on their coordinates in an orthonormal basis of that span is the same k-means.
+        basis, r = torch.linalg.qr(x.T)  # (D, n), (n, n)
+        x = r.T.contiguous()
+    sq = (x * x).sum(1)
+    trials = 2 + int(math.log(k))
+
+    def dist2(c: Tensor) -> Tensor:
+        return (sq[:, None] - 2.0 * x @ c.T + (c * c).sum(1)[None]).clamp_min_(0)
+
+    best: Optional[tuple[Tensor, Tensor, float]] = None
+    for _ in range(max(1, n_init)):
+        first = int(torch.randint(n, (1,), generator=gen))
+        centers = [x[first]]
+        closest = dist2(x[first : first + 1])[:, 0]
+        for _ in range(1, k):
+            total = float(closest.sum())
+            if total <= 0:  # all remaining points coincide with a centre
+                cand = torch.randint(n, (trials,), generator=gen)
+            else:
+                probs = (closest / total).cpu().double()
+                cand = torch.multinomial(probs, trials, replacement=True, generator=gen)
+            d = dist2(x[cand.to(x.device)])  # (n, trials)
+            pot = torch.minimum(closest[:, None], d).sum(0)
+            j = int(torch.argmin(pot))
+            centers.append(x[int(cand[j])])
+            closest = torch.minimum(closest, d[:, j])
+        c = torch.stack(centers)
+        for _ in range(max_iter):
+            labels = dist2(c).argmin(1)
+            counts = torch.bincount(labels, minlength=k).to(x.dtype)
+            sums = torch.zeros_like(c).index_add_(0, labels, x)
+            new = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], c)
+            shift = float(((new - c) ** 2).sum())
+            c = new
+            if shift <= tol_abs:
+                break
+        d = dist2(c)
+        labels = d.argmin(1)
+        inertia = float(d.gather(1, labels[:, None]).sum())
+        if best is None or inertia < best[2]:
+            best = (labels, c, inertia)
+    assert best is not None
+    labels, c, inertia = best
+    return labels, (c @ basis.T if basis is not None else c), inertia
