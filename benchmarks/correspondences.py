@@ -30,12 +30,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
-from _util import best_time, find_pair, matmul_gflops, print_table  # noqa: E402
-
 import dinokit  # noqa: F401  (before torch: dinokit's allocator setting)
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import best_time, find_pair, matmul_gflops, print_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,10 +76,10 @@ def loop_matvec(a: torch.Tensor, b: torch.Tensor, rows: int) -> float:
 
 
 def main() -> None:
-    from dinokit.blocks.matching import best_buddies
     from dinokit.features import open_image
     from dinokit.features.extractor import Extractor
     from dinokit.models import create_model
+    from dinokit.blocks.matching import best_buddies
     from dinokit.tasks.correspondences import CorrespondenceFinder, draw_correspondences
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -47,11 +47,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _util import matmul_gflops, peak_rss_mb, print_table  # noqa: E402
 
 import dinokit  # noqa: F401  (before torch: dinokit's allocator setting applies to both sides of each row)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import matmul_gflops, peak_rss_mb, print_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DINOKIT_SHARED", ROOT.parent / "shared")) / "data"
@@ -250,11 +250,13 @@ def reference_layout_run(n: int) -> dict:
     """The reference's memory layout on the same synthetic descriptors: float32 per image, concatenated,
     normalised copy, sampled copy; faiss fit on the sample and search over all, per k."""
     import faiss
-    import torch
     from PIL import Image
 
-    from dinokit.features import Extractor
     from dinokit.features.image import resized_size
+
+    import torch
+
+    from dinokit.features import Extractor
     from dinokit.models import create_model
 
     torch.manual_seed(0)  # the same real forward as the dinokit rows, so both peaks include the model
