@@ -11,7 +11,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -60,7 +60,7 @@ def save_json(path: PathLike, obj: Any, overwrite: bool = True) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
 
     def _write(tmp: Path) -> None:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, default=json_default) + "\n")
 
     return write_atomic(path, _write, overwrite)
 
@@ -88,7 +88,42 @@ def save_tensors(
     return write_atomic(path, lambda tmp: save_file(clean, str(tmp), metadata=metadata), overwrite)
 
 
-def _json_default(obj: Any) -> Any:
+def unique_output_names(sources: Sequence[Any], roots: Optional[Sequence[PathLike]] = None) -> list[str]:
+    """One output name per input, the rule every command uses.
+
+    A file's name is its stem, or its path below the input folder it was
+    found in (without the suffix) when ``roots`` lists those folders; a PIL
+    image uses its ``name`` attribute, else ``image_00003``. A name seen before
+    gets ``_2``, ``_3`` ... in input order, so reruns over the same inputs
+    give the same names.
+    """
+    resolved = [Path(r).resolve() for r in roots or ()]
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for i, src in enumerate(sources):
+        if isinstance(src, (str, os.PathLike)):
+            base = _relative_stem(Path(src), resolved)
+        else:
+            base = getattr(src, "name", None) or getattr(src, "filename", None) or f"image_{i:05d}"
+            base = Path(str(base)).stem if base else f"image_{i:05d}"
+        n = seen.get(base, 0) + 1
+        seen[base] = n
+        names.append(base if n == 1 else f"{base}_{n}")
+    return names
+
+
+def _relative_stem(path: Path, roots: Sequence[Path]) -> str:
+    full = path.resolve()
+    for root in roots:
+        try:
+            return full.relative_to(root).with_suffix("").as_posix()
+        except ValueError:
+            continue
+    return path.stem
+
+
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for NumPy scalars and arrays, paths and tensors."""
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating,)):

@@ -11,7 +11,7 @@ interpolation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import torch
 from PIL import Image
@@ -19,13 +19,14 @@ from torch import Tensor
 
 from ..devices import resolve_device
 from ..errors import DinokitError, ImageError
-from ..models import VisionTransformer, load_model
+from ..models import DEFAULT_MODEL, VisionTransformer, load_model
+from ..settings import FACETS as SETTINGS_FACETS
 from .binning import log_bin
 from .coords import GridGeometry
 from .image import LoadedImage, LoadSize, PathLike, preprocess
 from .saliency import saliency_from_cls_attention
 
-FACETS = ("key", "query", "value", "token")
+FACETS = SETTINGS_FACETS
 ImageInput = Union[PathLike, Image.Image, LoadedImage]
 
 
@@ -132,6 +133,24 @@ class Extractor:
                                    f"(give indices 0..{self.num_heads - 1})")
         self.saliency_heads = tuple(int(h) for h in saliency_heads) if saliency_heads is not None else None
 
+    def derive(self, **changes: Any) -> "Extractor":
+        """An extractor sharing this backbone, with some of ``stride``, ``load_size``, ``device``, ``dtype`` and
+        ``saliency_heads`` changed. Given keys apply as they are (``device``/``dtype`` ``None`` keep the current
+        ones); the result is this extractor itself when nothing changes."""
+        allowed = ("stride", "load_size", "device", "dtype", "saliency_heads")
+        unknown = sorted(set(changes) - set(allowed))
+        if unknown:
+            raise TypeError(f"derive() takes {', '.join(allowed)}, not {', '.join(unknown)}")
+        new = {k: getattr(self, k) for k in allowed}
+        new.update({k: v for k, v in changes.items() if v is not None or k not in ("device", "dtype")})
+        new["device"], new["dtype"] = resolve_device(new["device"]), parse_dtype(new["dtype"])
+        new["stride"] = resolve_stride(new["stride"], self.patch_size)
+        if new["saliency_heads"] is not None:
+            new["saliency_heads"] = tuple(int(h) for h in new["saliency_heads"])
+        if all(new[k] == getattr(self, k) for k in allowed):
+            return self
+        return Extractor(self.model, **new)
+
     # --- inputs -------------------------------------------------------------
     def load(self, image: ImageInput, load_size: LoadSize = "default") -> LoadedImage:  # type: ignore[assignment]
         """Preprocess one image with the model's normalisation and the extractor's load size."""
@@ -154,7 +173,8 @@ class Extractor:
         spec = getattr(self.model, "spec", None)
         return getattr(spec, "saliency_heads", None)
 
-    def _layer(self, layer: int) -> int:
+    def layer_index(self, layer: int) -> int:
+        """Block index ``layer`` counted from 0 (negative: from the last block), checked against the depth."""
         idx = layer + self.depth if layer < 0 else layer
         if not 0 <= idx < self.depth:
             raise DinokitError(f"layer {layer} does not exist: the model has {self.depth} blocks (0..{self.depth - 1})")
@@ -178,7 +198,7 @@ class Extractor:
 
         For a list of images of different sizes use :meth:`extract_many`.
         """
-        layer_list = [self._layer(l) for l in ([layers] if isinstance(layers, int) else layers)]
+        layer_list = [self.layer_index(l) for l in ([layers] if isinstance(layers, int) else layers)]
         facet_list = [facets] if isinstance(facets, str) else list(facets)
         for f in facet_list:
             if f not in FACETS:
@@ -187,7 +207,7 @@ class Extractor:
             raise DinokitError("log-binning and include_cls cannot be combined (the CLS token has no grid position)")
         batch, loaded = self._batch(images)
         taps: dict[int, set[str]] = {l: set(facet_list) for l in layer_list}
-        sal_layer = self._layer(saliency_layer)
+        sal_layer = self.layer_index(saliency_layer)
         if saliency:
             taps.setdefault(sal_layer, set()).add("cls_attn")
         res = self.model.run(batch.to(self.device, self.dtype), taps, self.stride)
@@ -270,6 +290,34 @@ class Extractor:
         if len(sizes) > 1:
             raise DinokitError(f"images of different sizes {sorted(sizes)} cannot share a batch; use extract_many")
         return torch.stack([l.tensor for l in loaded]), loaded
+
+
+def as_extractor(
+    source: Union["Extractor", str, PathLike, torch.nn.Module, None] = None,
+    weights: Optional[PathLike] = None,
+    *,
+    stride: Union[int, str, None] = "auto",
+    load_size: LoadSize = 224,
+    device: Union[str, torch.device, None] = None,
+    dtype: Union[str, torch.dtype, None] = None,
+    saliency_heads: Optional[Sequence[int]] = None,
+    progress: bool = True,
+) -> "Extractor":
+    """The one rule every task uses to get its extractor.
+
+    An :class:`Extractor` is derived (same backbone) with the given stride and
+    load size, and with ``device``/``dtype``/``saliency_heads`` when they are
+    not ``None``; anything else (a model name, a weights file, a module, or
+    nothing: ``weights`` alone, else the default model) builds a new one.
+    """
+    if isinstance(source, Extractor):
+        changes: dict[str, Any] = {"stride": stride, "load_size": load_size, "device": device, "dtype": dtype}
+        if saliency_heads is not None:
+            changes["saliency_heads"] = saliency_heads
+        return source.derive(**changes)
+    model = source if source is not None else (None if weights is not None else DEFAULT_MODEL)
+    return Extractor(model, weights, stride=stride, load_size=load_size, device=device, dtype=dtype,
+                     saliency_heads=saliency_heads, progress=progress)
 
 
 def split_features(feats: Features) -> list[Features]:

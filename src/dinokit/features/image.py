@@ -19,6 +19,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError
+from ..runs import is_output_folder
 from ..models.config import IMAGENET_MEAN, IMAGENET_STD
 
 PathLike = Union[str, os.PathLike]
@@ -136,35 +137,27 @@ def preprocess(
     return LoadedImage((t - m) / s, rgb, original, path)
 
 
-def list_images(inputs: Sequence[PathLike], recursive: bool = True) -> list[Path]:
+def list_images(inputs: Sequence[PathLike], recursive: bool = True,
+                exclude: Sequence[PathLike] = ()) -> list[Path]:
     """Expand files, folders and glob patterns into a sorted, de-duplicated list of image files.
 
     Folders (searched recursively) and patterns keep the files with an image
     suffix (:data:`IMAGE_SUFFIXES`), leaving out hidden files and folders (a
     name starting with ``.``: macOS's ``._photo.jpg`` companions, unfinished
-    temporary outputs); a file named explicitly is taken as it is.
+    temporary outputs) and dinokit's own outputs: the ``exclude`` folders (a
+    command's output folder) and every folder holding a dinokit run record. A
+    file named explicitly is taken as it is.
     """
+    skip = [Path(e).resolve() for e in exclude]
     found: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            pattern = "**/*" if recursive else "*"
-            found.extend(sorted(
-                f for f in p.glob(pattern)
-                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                and not any(part.startswith(".") for part in f.relative_to(p).parts)
-            ))
+            found.extend(_images_in(p, recursive, skip))
         elif p.exists():
             found.append(p)
         elif any(ch in str(item) for ch in "*?["):
-            matches = sorted(Path().glob(str(item))) if not p.is_absolute() else sorted(Path(p.anchor).glob(str(p.relative_to(p.anchor))))
-            if not matches:
-                raise ImageError(f"{item}: the pattern matches no file")
-            images = [m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_SUFFIXES
-                      and not m.name.startswith(".")]
-            if not images:
-                raise ImageError(f"{item}: the pattern matches no image file ({', '.join(IMAGE_SUFFIXES)})")
-            found.extend(images)
+            found.extend(_images_matching(item, skip))
         else:
             raise ImageError(f"{item}: no such file or folder")
     seen: set[Path] = set()
@@ -177,3 +170,37 @@ def list_images(inputs: Sequence[PathLike], recursive: bool = True) -> list[Path
     if not unique:
         raise ImageError(f"{', '.join(map(str, inputs))}: no image files found")
     return unique
+
+
+def _is_skipped(folder: Path, skip: Sequence[Path]) -> bool:
+    full = folder.resolve()
+    return is_output_folder(folder) or any(full == s or s in full.parents for s in skip)
+
+
+def _images_in(folder: Path, recursive: bool, skip: Sequence[Path]) -> list[Path]:
+    """Image files of ``folder`` (and below), leaving out hidden names and dinokit's output folders."""
+    if _is_skipped(folder, skip):
+        return []
+    out: list[Path] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            if recursive:
+                out.extend(_images_in(entry, True, skip))
+        elif entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
+            out.append(entry)
+    return out
+
+
+def _images_matching(pattern: PathLike, skip: Sequence[Path]) -> list[Path]:
+    p = Path(pattern)
+    matches = sorted(Path().glob(str(pattern))) if not p.is_absolute() else \
+        sorted(Path(p.anchor).glob(str(p.relative_to(p.anchor))))
+    if not matches:
+        raise ImageError(f"{pattern}: the pattern matches no file")
+    images = [m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_SUFFIXES
+              and not m.name.startswith(".") and not _is_skipped(m.parent, skip)]
+    if not images:
+        raise ImageError(f"{pattern}: the pattern matches no image file ({', '.join(IMAGE_SUFFIXES)})")
+    return images

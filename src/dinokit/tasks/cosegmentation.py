@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
@@ -57,9 +57,11 @@ from ..blocks.refine import grabcut_refine, upsample_mask
 from ..blocks.store import DescriptorStore
 from ..devices import resolve_device
 from ..errors import DinokitError, ImageError
-from ..features import Extractor
+from ..features import Extractor, as_extractor
 from ..features.binning import log_bin
 from ..features.image import IMAGE_SUFFIXES, LoadedImage, list_images
+from ..io import unique_output_names
+from ..settings import CoSegmentationSettings
 
 ImageSource = Union[str, Path, Image.Image]
 
@@ -75,7 +77,6 @@ __all__ = [
     "FirstStage",
     "checkerboard_visualization",
     "images_of_set",
-    "make_extractor",
     "cosegment",
     "save_cosegmentation",
     "run_sets",
@@ -117,34 +118,6 @@ class SetFeatures:
         return list(self.store.counts)
 
 
-def make_extractor(
-    extractor: Union[Extractor, str, Path, None],
-    weights: Union[str, Path, None],
-    stride: Union[int, str, None],
-    load_size: Any,
-    device: Union[str, torch.device, None] = None,
-    dtype: Union[str, torch.dtype, None] = None,
-    progress: bool = True,
-) -> Extractor:
-    """An :class:`Extractor` at ``stride``/``load_size`` sharing ``extractor``'s backbone, or built from a name/weights."""
-    if isinstance(extractor, Extractor):
-        return Extractor(extractor.model, stride=stride, load_size=load_size,
-                         device=device or extractor.device, dtype=dtype or extractor.dtype,
-                         saliency_heads=extractor.saliency_heads)
-    model = extractor if extractor is not None else (None if weights is not None else "dino_vits8")
-    return Extractor(model, weights, stride=stride, load_size=load_size, device=device, dtype=dtype, progress=progress)
-
-
-def _unique_names(sources: Sequence[Any]) -> list[str]:
-    names, seen = [], {}
-    for i, src in enumerate(sources):
-        base = Path(src).stem if isinstance(src, (str, Path)) else getattr(src, "name", None) or f"image_{i:05d}"
-        n = seen.get(base, 0)
-        seen[base] = n + 1
-        names.append(base if n == 0 else f"{base}_{n + 1}")
-    return names
-
-
 def _low_res_saliency(sal_extractor: Extractor, source: Any, size: tuple[int, int], load_size: Any,
                       grid: tuple[int, int]) -> np.ndarray:
     """The reference's low-resolution saliency: half the load size, stride 8, nearest-resized to ``grid``."""
@@ -181,12 +154,12 @@ def extract_set(
     from tqdm.auto import tqdm
 
     store = store if store is not None else DescriptorStore("auto", expected_images=len(images))
-    names = list(names) if names is not None else _unique_names(images)
+    names = list(names) if names is not None else unique_output_names(images)
     aug = list(augmentation) if augmentation is not None else [False] * len(images)
     sal_extractor = None
     if low_res_saliency_maps:
         sal_stride = 8 if extractor.patch_size % 8 == 0 else extractor.patch_size
-        sal_extractor = make_extractor(extractor, None, sal_stride, extractor.load_size)
+        sal_extractor = extractor.derive(stride=sal_stride)
     items: list[ImageItem] = []
     saliency: list[np.ndarray] = []
     cls_rows: list[np.ndarray] = []
@@ -388,13 +361,6 @@ def images_of_set(inputs: Union[str, Path, Sequence[Any]]) -> list[Any]:
     return out
 
 
-def _check_fraction(name: str, value: float, lo: float, hi: float) -> float:
-    value = float(value)
-    if not lo <= value <= hi:
-        raise DinokitError(f"{name} must be between {lo} and {hi}, got {value}")
-    return value
-
-
 class CoSegmentation:
     """Co-segment a set of images: configure here, :meth:`fit` the set, then read :meth:`mask` / :meth:`masks`.
 
@@ -415,72 +381,38 @@ class CoSegmentation:
     (saliency grid per image), ``votes_``, ``salient_labels_``, ``timings_``.
     """
 
+    settings_class: type[CoSegmentationSettings] = CoSegmentationSettings
+    method_label = "co-segmentation"
+    min_images = 2
+
     def __init__(
         self,
         extractor: Union[Extractor, str, Path, None] = None,
+        settings: Optional[CoSegmentationSettings] = None,
         *,
         weights: Union[str, Path, None] = None,
-        elbow: float = 0.975,
-        load_size: Any = 224,
-        layer: int = 11,
-        facet: str = "key",
-        bin: bool = False,
-        thresh: float = 0.065,
-        stride: Union[int, str] = "auto",
-        votes_percentage: float = 75,
-        sample_interval: int = 100,
-        remove_outliers: bool = False,
-        outliers_thresh: float = 0.7,
-        low_res_saliency_maps: bool = True,
-        max_clusters: int = 14,
-        seed: int = DEFAULT_SEED,
-        kmeans_backend: str = "auto",
-        store: str = "auto",
-        store_dtype: str = "float16",
         offload_dir: Union[str, Path, None] = None,
-        memory_limit_gb: float = 1.0,
         device: Union[str, torch.device, None] = None,
         dtype: Union[str, torch.dtype, None] = None,
         progress: bool = True,
+        **overrides: Any,
     ) -> None:
+        self.settings = self.settings_class.resolve(settings, **overrides)
+        for f in fields(self.settings):  # scikit-learn style: every parameter is an attribute
+            setattr(self, f.name, getattr(self.settings, f.name))
         self.extractor = extractor
         self.weights = weights
-        self.elbow = _check_fraction("elbow", elbow, 1e-9, 1.0)
-        self.load_size = load_size
-        self.layer = int(layer)
-        self.facet = facet
-        self.bin = bool(bin)
-        self.thresh = float(thresh)
-        if stride != "auto" and (isinstance(stride, str) or int(stride) < 1):
-            raise DinokitError(f"stride must be a positive integer or 'auto', got {stride!r}")
-        self.stride = stride if stride == "auto" else int(stride)
-        self.votes_percentage = _check_fraction("votes_percentage", votes_percentage, 0.0, 100.0)
-        if int(sample_interval) < 1:
-            raise DinokitError(f"sample_interval must be a positive integer, got {sample_interval}")
-        self.sample_interval = int(sample_interval)
-        self.remove_outliers = bool(remove_outliers)
-        self.outliers_thresh = _check_fraction("outliers_thresh", outliers_thresh, -1.0, 1.0)
-        self.low_res_saliency_maps = bool(low_res_saliency_maps)
-        if int(max_clusters) < 1:
-            raise DinokitError(f"max_clusters must be at least 1, got {max_clusters}")
-        self.max_clusters = int(max_clusters)
-        self.seed = int(seed)
-        self.kmeans_backend = kmeans_backend
-        self.store = store
-        self.store_dtype = store_dtype
         self.offload_dir = offload_dir
-        self.memory_limit_gb = float(memory_limit_gb)
         self.device = device
         self.dtype = dtype
         self.progress = progress
-        self.min_images = 2
-        self.method_label = "co-segmentation"
 
     # --- helpers shared with the part co-segmentation -------------------------
     def _extractor(self) -> Extractor:
         if not hasattr(self, "extractor_"):
-            self.extractor_ = make_extractor(self.extractor, self.weights, self.stride, self.load_size,
-                                             self.device, self.dtype, self.progress)
+            self.extractor_ = as_extractor(self.extractor, self.weights, stride=self.stride,
+                                           load_size=self.load_size, device=self.device, dtype=self.dtype,
+                                           saliency_heads=self.saliency_heads, progress=self.progress)
         return self.extractor_
 
     def _kmeans_kwargs(self) -> dict:
@@ -599,7 +531,7 @@ class CoSegmentation:
         ex = getattr(self, "extractor_", None)
         return {
             "method": "cosegmentation",
-            "settings": self.settings(),
+            "settings": self.effective_settings(),
             "model": None if ex is None else {"patch_size": ex.patch_size, "stride": ex.stride,
                                               "saliency_heads": ex.default_saliency_heads()},
             "n_images": len(self.items_),
@@ -614,11 +546,11 @@ class CoSegmentation:
             "timings": dict(self.timings_),
         }
 
-    def settings(self) -> dict:
-        keys = ["elbow", "load_size", "layer", "facet", "bin", "thresh", "stride", "votes_percentage",
-                "sample_interval", "remove_outliers", "outliers_thresh", "low_res_saliency_maps", "max_clusters",
-                "seed"]
-        return {k: getattr(self, k) for k in keys}
+    def effective_settings(self) -> dict:
+        """The method's settings as recorded with its outputs (the output-only mask size left out)."""
+        record = self.settings.to_record()
+        record.pop("mask_size", None)
+        return record
 
     def close(self) -> None:
         """Free the stored descriptors (and their temporary file)."""

@@ -44,6 +44,8 @@ from ..blocks.refine import crf_from_distances, upsample_energies
 from ..blocks.store import l2_normalize
 from ..errors import DinokitError
 from ..features import Extractor
+from ..io import unique_output_names
+from ..settings import PartSettings
 from .cosegmentation import (
     CoSegmentation,
     SetFeatures,
@@ -146,40 +148,8 @@ class PartCoSegmentation(CoSegmentation):
     ``second_stage_objectives_``, ``common_labels_`` (three stages).
     """
 
-    def __init__(
-        self,
-        extractor: Union[Extractor, str, Path, None] = None,
-        *,
-        num_parts: int = 4,
-        num_crop_augmentations: int = 0,
-        three_stages: bool = False,
-        elbow_second_stage: float = 0.94,
-        crf: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        if kwargs.get("remove_outliers"):
-            raise DinokitError("remove_outliers is not part of the part co-segmentation (as in the reference)")
-        super().__init__(extractor, **kwargs)
-        if int(num_parts) < 1:
-            raise DinokitError(f"num_parts must be at least 1, got {num_parts}")
-        if int(num_crop_augmentations) < 0:
-            raise DinokitError(f"num_crop_augmentations must be 0 or more, got {num_crop_augmentations}")
-        if not 0.0 < float(elbow_second_stage) <= 1.0:
-            raise DinokitError(f"elbow_second_stage must be in (0, 1], got {elbow_second_stage}")
-        self.num_parts = int(num_parts)
-        self.num_crop_augmentations = int(num_crop_augmentations)
-        self.three_stages = bool(three_stages)
-        self.elbow_second_stage = float(elbow_second_stage)
-        self.crf = bool(crf)
-        self.method_label = "part co-segmentation"
-
-    def settings(self) -> dict:
-        s = super().settings()
-        for k in ("remove_outliers", "outliers_thresh"):
-            s.pop(k, None)
-        s.update(num_parts=self.num_parts, num_crop_augmentations=self.num_crop_augmentations,
-                 three_stages=self.three_stages, elbow_second_stage=self.elbow_second_stage, crf=self.crf)
-        return s
+    settings_class = PartSettings
+    method_label = "part co-segmentation"
 
     # --- fitting ------------------------------------------------------------------
     def fit(self, images: Any) -> "PartCoSegmentation":
@@ -190,9 +160,7 @@ class PartCoSegmentation(CoSegmentation):
         names = None
         aug_flags = [False] * len(sources)
         if self.num_crop_augmentations:
-            from .cosegmentation import _unique_names
-
-            names = _unique_names(sources)
+            names = unique_output_names(sources)
             rng = np.random.default_rng(self.seed)
             extra = []
             for src, name in zip(sources, names):

@@ -50,9 +50,9 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 def _jsonable(obj: Any) -> Any:
     """Round-trip through JSON so settings compare equal to what a file holds (tuples -> lists, ...)."""
-    from ...io import _json_default
+    from ...io import json_default
 
-    return json.loads(json.dumps(obj, default=_json_default))
+    return json.loads(json.dumps(obj, default=json_default))
 
 
 class RunFolder:

@@ -1,0 +1,167 @@
+"""One rule for output folders: reruns, resumption, bad inputs.
+
+Every command writes into an output folder that records, in
+``.dinokit-run.json``, the command, the settings and the model that made its
+results and which items (images, pairs, sets) are finished. The rule, for
+every command:
+
+- a rerun with the same settings and model skips the finished items and does
+  the rest (so an interrupted run resumes);
+- a rerun with different ones refuses, listing the differences, unless
+  ``overwrite`` is given, which redoes every item;
+- the folder is checked before any model is loaded: it must be a folder (or
+  creatable) and writable, and the message names it;
+- dinokit never reads its own outputs back as inputs: folders holding a
+  record are skipped when inputs are listed (:func:`is_output_folder`).
+
+Bad inputs follow one rule too (:class:`ItemFailures`): the other items are
+processed, each bad one gets a one-line reason, a summary lists them and the
+exit code says that some failed; ``fail_fast`` stops at the first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+from .errors import DinokitError
+
+RECORD_NAME = ".dinokit-run.json"
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def is_output_folder(path: PathLike) -> bool:
+    """True for a folder that dinokit wrote results into (it holds a run record)."""
+    return (Path(path) / RECORD_NAME).is_file()
+
+
+def check_output_folder(path: PathLike) -> Path:
+    """Make sure ``path`` is, or can become, a writable folder; a one-line :class:`DinokitError` otherwise."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise DinokitError(f"{out}: exists and is not a folder; give a folder for the outputs (-o)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DinokitError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".dinokit-write-test.", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise DinokitError(f"{out}: the output folder is not writable ({exc.strerror or exc})") from None
+    return out
+
+
+class OutputFolder:
+    """An output folder and its run record; see the module docstring for the rule.
+
+    ``record`` holds what made the results (``settings``, ``model`` and any
+    other inputs that change them, such as query points); two runs whose
+    records are equal share results.
+    """
+
+    def __init__(self, path: PathLike, command: str, record: dict[str, Any], overwrite: bool = False) -> None:
+        self.path = check_output_folder(path)
+        self.command = command
+        self.record = json.loads(json.dumps(record, default=str))
+        self.overwrite = overwrite
+        previous = self._read()
+        self.finished: list[str] = []
+        if previous is not None and not overwrite:
+            diffs = self._differences(previous)
+            if diffs:
+                raise DinokitError(f"{self.path}: holds results of another run ({'; '.join(diffs)}); pass "
+                                   "--overwrite to redo them, or choose another output folder")
+            self.finished = list(previous.get("finished", []))
+        self._write()
+
+    def _read(self) -> Optional[dict]:
+        file = self.path / RECORD_NAME
+        if not file.is_file():
+            return None
+        try:
+            data = json.loads(file.read_text())
+        except (OSError, ValueError) as exc:
+            raise DinokitError(f"{file}: unreadable run record ({exc}); delete it or pass --overwrite") from None
+        return data if isinstance(data, dict) else None
+
+    def _differences(self, previous: dict) -> list[str]:
+        if previous.get("command") != self.command:
+            return [f"command: {previous.get('command')!r} -> {self.command!r}"]
+        out = []
+        old, new = previous.get("record", {}), self.record
+        for key in sorted(set(old) | set(new)):
+            a, b = old.get(key), new.get(key)
+            if isinstance(a, dict) and isinstance(b, dict):
+                out += [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            elif a != b:
+                out.append(f"{key}: {a!r} -> {b!r}")
+        return out
+
+    def _write(self) -> None:
+        from .io import save_json
+
+        save_json(self.path / RECORD_NAME, {"command": self.command, "record": self.record,
+                                            "finished": self.finished})
+
+    def is_finished(self, item: str) -> bool:
+        """Whether ``item`` was finished by a run with this record."""
+        return item in self._finished_set()
+
+    def _finished_set(self) -> set[str]:
+        return set(self.finished)
+
+    def pending(self, items: Iterable[str]) -> list[str]:
+        """The items still to do, in order."""
+        done = self._finished_set()
+        return [i for i in items if i not in done]
+
+    def finish(self, item: str) -> None:
+        """Record ``item`` as finished (after its outputs are written)."""
+        if item not in self._finished_set():
+            self.finished.append(item)
+            self._write()
+
+
+class ItemFailures:
+    """Collects the items (images, pairs, sets) that failed, each with a one-line reason.
+
+    ``run(name, fn)`` calls ``fn()``; a :class:`DinokitError` (a bad file, an
+    unusable image) is reported on stderr and remembered, unless
+    ``fail_fast``, when it propagates and stops the run.
+    """
+
+    def __init__(self, fail_fast: bool = False, what: str = "image") -> None:
+        self.fail_fast = fail_fast
+        self.what = what
+        self.failed: dict[str, str] = {}
+
+    def run(self, name: str, fn: Any) -> Any:
+        try:
+            return fn()
+        except DinokitError as exc:
+            if self.fail_fast:
+                raise
+            self.failed[name] = str(exc)
+            print(f"dinokit: error: {exc}", file=sys.stderr)
+            return None
+
+    def summary(self, total: int) -> Optional[str]:
+        """``2 of 6 images failed: a.jpg, b.jpg`` (None when nothing failed)."""
+        if not self.failed:
+            return None
+        names = ", ".join(self.failed)
+        return f"{len(self.failed)} of {total} {self.what}(s) failed: {names}"
+
+    @property
+    def exit_code(self) -> int:
+        """1 when some item failed, else 0."""
+        return 1 if self.failed else 0
+
+
+__all__ = ["RECORD_NAME", "OutputFolder", "ItemFailures", "check_output_folder", "is_output_folder"]
