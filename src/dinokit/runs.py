@@ -26,7 +26,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from .errors import DinokitError
 
@@ -71,6 +71,8 @@ class OutputFolder:
         self.record = json.loads(json.dumps(record, default=str))
         self.overwrite = overwrite
         previous = self._read()
+        self.may_replace = overwrite or previous is not None
+        """Whether unfinished items may replace files already there (this folder's own partial outputs)."""
         self.finished: list[str] = []
         if previous is not None and not overwrite:
             diffs = self._differences(previous)
@@ -141,15 +143,17 @@ class ItemFailures:
         self.what = what
         self.failed: dict[str, str] = {}
 
-    def run(self, name: str, fn: Any) -> Any:
+    def run(self, name: str, fn: Callable[[], Any]) -> bool:
+        """Call ``fn()``; True when it finished, False when it failed with a reported :class:`DinokitError`."""
         try:
-            return fn()
+            fn()
+            return True
         except DinokitError as exc:
             if self.fail_fast:
                 raise
             self.failed[name] = str(exc)
             print(f"dinokit: error: {exc}", file=sys.stderr)
-            return None
+            return False
 
     def summary(self, total: int) -> Optional[str]:
         """``2 of 6 images failed: a.jpg, b.jpg`` (None when nothing failed)."""
@@ -164,4 +168,34 @@ class ItemFailures:
         return 1 if self.failed else 0
 
 
-__all__ = ["RECORD_NAME", "OutputFolder", "ItemFailures", "check_output_folder", "is_output_folder"]
+def process_items(items: Sequence[tuple[str, Any]], folder: OutputFolder, work: Callable[[str, Any], Any],
+                  failures: ItemFailures, desc: str, unit: str = "img", progress: bool = True) -> tuple[int, int]:
+    """Run ``work(name, item)`` for every item not yet finished in ``folder``, recording each that finishes.
+
+    Returns ``(done, skipped)``; failures are collected in ``failures``.
+    """
+    from tqdm.auto import tqdm
+
+    todo = [(n, it) for n, it in items if not folder.is_finished(n)]
+    done = 0
+    for name, item in tqdm(todo, desc=desc, unit=unit, disable=not progress or len(todo) < 2, dynamic_ncols=True):
+        if failures.run(name, lambda: work(name, item)):
+            folder.finish(name)
+            done += 1
+    return done, len(items) - len(todo)
+
+
+def summarize(what: str, out: PathLike, done: int, skipped: int, failures: ItemFailures) -> int:
+    """Print the closing lines of a run (always, also with ``--quiet``) and return the exit code."""
+    msg = f"dinokit: wrote {what} of {done} {failures.what}(s) to {out}"
+    if skipped:
+        msg += f", skipped {skipped} already done with these settings (--overwrite to redo)"
+    print(msg, file=sys.stderr)
+    line = failures.summary(done + skipped + len(failures.failed))
+    if line:
+        print(f"dinokit: {line}", file=sys.stderr)
+    return failures.exit_code
+
+
+__all__ = ["RECORD_NAME", "OutputFolder", "ItemFailures", "check_output_folder", "is_output_folder", "process_items",
+           "summarize"]

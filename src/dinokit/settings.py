@@ -20,6 +20,7 @@ from typing import Any, Callable, ClassVar, Optional, Sequence, TypeVar, Union
 
 from .errors import DinokitError
 
+DEFAULT_MODEL = "dino_vits8"
 FACETS = ("key", "query", "value", "token")
 COLORMAP_NAMES = ("jet", "turbo", "viridis", "inferno", "magma", "plasma", "hot", "gray")
 LoadSize = Union[int, tuple[int, int], None]
@@ -84,6 +85,16 @@ def parse_ints(text: Any) -> tuple[int, ...]:
     if not values:
         raise argparse.ArgumentTypeError("give at least one value")
     return values
+
+
+def parse_optional_float(text: Any) -> Optional[float]:
+    """A number, or ``none``/``off`` for no value."""
+    if text is None or (isinstance(text, str) and text.lower() in ("none", "off")):
+        return None
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 
 def option(default: Any, help: str, *, parse: Optional[Callable[[Any], Any]] = None,
@@ -247,7 +258,7 @@ class AttentionSettings(TaskSettings):
     stride: Stride = option(None, "patch stride, must divide the patch size (default: the patch size)",
                             parse=parse_stride, metavar="N|auto")
     threshold: Optional[float] = option(0.6, "keep the patches holding this fraction of each head's attention mass "
-                                             "('none': no masks)", metavar="F|none")
+                                             "('none': no masks)", parse=parse_optional_float, metavar="F|none")
     interpolation: str = option("nearest", "upsampling of the maps to pixels (nearest: blocky, as DINO's figures)",
                                 choices=("nearest", "bilinear"))
     cmap: str = option("viridis", "colour map", choices=COLORMAP_NAMES)
@@ -335,10 +346,10 @@ class ExtractSettings(TaskSettings):
     load_size: LoadSize = option(224, "smaller image edge after resizing ('none' keeps the size, HxW an exact size)",
                                  parse=parse_load_size, metavar="N|HxW|none")
     stride: Stride = option("auto", STRIDE_HELP, parse=parse_stride, metavar="N|auto")
-    layers: tuple[int, ...] = option((11,), "blocks of the descriptors, comma-separated", parse=parse_ints,
-                                     metavar="L,L,...")
-    facets: tuple[str, ...] = option(("key",), "facets, comma-separated: key, query, value, token",
-                                     parse=lambda v: _parse_facets(v), metavar="F,F,...")
+    layer: tuple[int, ...] = option((-1,), "blocks of the descriptors, comma-separated (negative counts from the "
+                                           "last block)", parse=parse_ints, metavar="L,L,...")
+    facet: tuple[str, ...] = option(("key",), "facets, comma-separated: key, query, value, token",
+                                    parse=lambda v: _parse_facets(v), metavar="F,F,...")
     bin: bool = option(False, "log-binned descriptors")
     include_cls: bool = option(False, "keep the CLS token as row 0")
     saliency: bool = option(False, "also store the CLS-attention saliency map")
@@ -364,5 +375,5 @@ TASK_SETTINGS: dict[str, type[TaskSettings]] = {
 __all__ = [
     "TaskSettings", "DescriptorSettings", "CorrespondenceSettings", "SimilaritySettings", "PCASettings",
     "AttentionSettings", "CoSegmentationSettings", "PartSettings", "InspectorSettings", "ExtractSettings",
-    "TASK_SETTINGS", "STRIDE_HELP", "FACETS", "option", "parse_load_size", "parse_stride", "parse_heads", "parse_ints",
+    "TASK_SETTINGS", "STRIDE_HELP", "FACETS", "DEFAULT_MODEL", "option", "parse_load_size", "parse_stride", "parse_heads", "parse_ints",
 ]

@@ -9,7 +9,7 @@ the centre of pixel ``(row i, col j)`` at ``(j + 0.5, i + 0.5)``), as in
 from __future__ import annotations
 
 import colorsys
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -333,23 +333,48 @@ def _text_scale(width: int) -> float:
 
 def caption(width: int, text: str, height: Optional[int] = None, background: int = 255,
             font_scale: Optional[float] = None) -> np.ndarray:
-    """A ``width``-wide strip with ``text`` in dark grey, left-aligned (cut with an ellipsis if too long)."""
+    """A ``width``-wide strip with ``text`` in dark grey, left-aligned.
+
+    Lines (``\n``) that do not fit are wrapped at spaces; only a single word
+    wider than the strip is cut, with an ellipsis. ``height`` fixes the height
+    of each line.
+    """
     scale = font_scale if font_scale is not None else _text_scale(max(width, 1) * 1.6)
     thick = 1
     (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
     h = height if height is not None else th + base + 10
-    strip = np.full((h, width, 3), background, dtype=np.uint8)
 
     def fits(t: str) -> bool:
         return cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0] <= width - 8
 
-    shown = text
-    if not fits(shown):
-        while len(shown) > 1 and not fits(shown + "..."):
-            shown = shown[:-1]
-        shown += "..."
-    cv2.putText(strip, shown, (4, (h + th) // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (40, 40, 40), thick, cv2.LINE_AA)
-    return strip
+    lines = [ln for part in text.split("\n") for ln in _wrap(part, fits)]
+    strips = []
+    for line in lines or [""]:
+        strip = np.full((h, width, 3), background, dtype=np.uint8)
+        cv2.putText(strip, line, (4, (h + th) // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (40, 40, 40), thick,
+                    cv2.LINE_AA)
+        strips.append(strip)
+    return np.concatenate(strips, axis=0)
+
+
+def _wrap(text: str, fits: Callable[[str], bool]) -> list[str]:
+    """Greedy word wrap of one line; a word that fits nowhere is cut with an ellipsis."""
+    out: list[str] = []
+    current = ""
+    for word in text.split(" "):
+        trial = f"{current} {word}" if current else word
+        if fits(trial):
+            current = trial
+            continue
+        if current:
+            out.append(current)
+        current = word
+        if not fits(current):
+            while len(current) > 1 and not fits(current + "..."):
+                current = current[:-1]
+            current += "..."
+    out.append(current)
+    return out
 
 
 def colorbar(

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..features import FACETS
-from .common import add_model_args, add_overwrite, add_quiet, parse_load_size
+from ..settings import FACETS, parse_heads, parse_load_size, parse_stride
+from .common import add_model_args, add_overwrite, add_quiet
 
 BOOL = argparse.BooleanOptionalAction
 

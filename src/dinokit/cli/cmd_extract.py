@@ -3,58 +3,46 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from ..features import FACETS, list_images
-from ..features.export import extract_to_files, output_names
-from .common import (STRIDE_HELP, add_model_args, add_overwrite, add_quiet, extractor_from_args, parse_heads,
-                     parse_load_size, parse_stride)
+from ..settings import ExtractSettings
+from .common import (add_fail_fast, add_model_args, add_overwrite, add_quiet, add_settings, extractor_from_args,
+                     settings_from_args, start_run)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "extract",
         help="write dense descriptors (and saliency) of images to .safetensors files",
-        description="Dense ViT descriptors of every image, one .safetensors file per image in OUTDIR.",
+        description="Dense ViT descriptors of every image, one .safetensors file per image in the output folder "
+                    "(-o OUT), named after the image (its path below a folder given as input).",
     )
     p.add_argument("images", nargs="+", help="image files, folders or glob patterns")
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
     add_model_args(p)
-    p.add_argument("--load-size", type=parse_load_size, default=224,
-                   help="smaller image edge after resizing; 'none' keeps the size (default 224)")
-    p.add_argument("--stride", type=parse_stride, default="auto", help=STRIDE_HELP + " (the reference's default)")
-    p.add_argument("--layer", type=int, action="append", default=None,
-                   help="block index (repeatable; negative counts from the end; default -1, the last block: 11 for ViT-S/B)")
-    p.add_argument("--facet", action="append", choices=FACETS, default=None, help="key, query, value or token (repeatable; default key)")
-    p.add_argument("--bin", action="store_true", help="log-binned descriptors")
-    p.add_argument("--include-cls", action="store_true", help="keep the CLS token as row 0")
-    p.add_argument("--saliency", action="store_true", help="also store the CLS-attention saliency map")
-    p.add_argument("--saliency-layer", type=int, default=-1, help="block used for saliency (default: last)")
-    p.add_argument("--saliency-heads", type=parse_heads, default=None,
-                   help="comma-separated heads averaged for saliency (default: the model's default, else all)")
+    add_settings(p, ExtractSettings, "descriptors")
     add_overwrite(p)
+    add_fail_fast(p)
     add_quiet(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    images = list_images(args.images)
-    roots = [Path(i) for i in args.images if Path(i).is_dir()]
-    if not args.overwrite and all((args.out / f"{n}.safetensors").exists() for n in output_names(images, roots)):
-        if not args.quiet:  # nothing to do: do not even load the model
-            print(f"all {len(images)} file(s) already in {args.out} (--overwrite to redo)", file=sys.stderr)
-        return 0
-    ext = extractor_from_args(args, stride=args.stride, load_size=args.load_size)
-    report = extract_to_files(
-        ext, images, args.out,
-        layers=args.layer or [-1], facets=args.facet or ["key"], bin=args.bin, include_cls=args.include_cls,
-        saliency=args.saliency, saliency_layer=args.saliency_layer, saliency_heads=args.saliency_heads,
-        roots=roots, overwrite=args.overwrite, progress=not args.quiet,
-    )
-    if not args.quiet:
-        msg = f"wrote {len(report.written)} file(s) to {args.out}"
-        if report.skipped:
-            msg += f", skipped {len(report.skipped)} already done (--overwrite to redo)"
-        print(msg, file=sys.stderr)
-    return 0
+    from ..features import list_images
+    from ..features.export import write_descriptor_file
+    from ..io import unique_output_names
+    from ..runs import ItemFailures, process_items, summarize
+
+    settings = settings_from_args(args, ExtractSettings)
+    images = list_images(args.images, exclude=[args.out])
+    names = unique_output_names(images, [Path(i) for i in args.images if Path(i).is_dir()])
+    folder = start_run(args, "extract", settings)
+    ex = extractor_from_args(args, settings) if folder.pending(names) else None
+    failures = ItemFailures(args.fail_fast)
+
+    def work(name: str, path: Path) -> None:
+        write_descriptor_file(ex, path, args.out / f"{name}.safetensors", settings, overwrite=folder.may_replace)
+
+    done, skipped = process_items(list(zip(names, images)), folder, work, failures, "extract",
+                                  progress=not args.quiet)
+    return summarize("descriptors", args.out, done, skipped, failures)

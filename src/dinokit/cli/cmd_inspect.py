@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..features import FACETS
-from .common import STRIDE_HELP, add_model_args, add_quiet, extractor_from_args, parse_load_size, parse_stride
+from ..settings import InspectorSettings
+from .common import add_model_args, add_quiet, add_settings, extractor_from_args, settings_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,12 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (the only files the page can show)")
     add_model_args(p)
-    p.add_argument("--load-size", type=parse_load_size, default=224,
-                   help="smaller image edge after resizing (default 224)")
-    p.add_argument("--stride", type=parse_stride, default="auto", help="initial " + STRIDE_HELP)
-    p.add_argument("--layer", type=int, default=11, help="initial block of the descriptors (default 11)")
-    p.add_argument("--facet", choices=FACETS, default="key", help="initial descriptor facet (default key)")
-    p.add_argument("--bin", action="store_true", help="start with log-binned descriptors")
+    add_settings(p, InspectorSettings, "initial descriptors (each can be changed on the page)")
     p.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1); a non-loopback address exposes the images to "
@@ -36,11 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..devices import resolve_device
     from ..features import list_images
     from ..inspect.server import serve_inspector
 
+    settings = settings_from_args(args, InspectorSettings)
+    resolve_device(args.device)
     paths = list_images(args.images, recursive=False)
-    ex = extractor_from_args(args, stride=args.stride, load_size=args.load_size)
-    return serve_inspector(paths, extractor=ex, layer=args.layer, facet=args.facet, bin=args.bin, stride=ex.stride,
-                           host=args.host, port=args.port, open_browser=args.open, log_requests=args.log_requests,
+    return serve_inspector(paths, settings=settings, extractor=extractor_from_args(args, settings), host=args.host,
+                           port=args.port, open_browser=args.open, log_requests=args.log_requests,
                            progress=not args.quiet)

@@ -18,7 +18,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from ..errors import DinokitError
-from ..io import save_tensors
+from ..io import save_tensors, unique_output_names
+from ..settings import ExtractSettings
 from .extractor import Extractor, Features
 from .image import PathLike
 
@@ -31,29 +32,6 @@ class ExportReport:
 
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
-
-
-def output_names(paths: Sequence[Path], roots: Optional[Sequence[Path]] = None) -> list[str]:
-    """Output stems for input images: the file stem, or the path relative to its input folder.
-
-    Two inputs that would write the same file raise an error naming both.
-    """
-    names = []
-    for p in paths:
-        rel = None
-        for root in roots or ():
-            try:
-                rel = p.resolve().relative_to(root.resolve())
-                break
-            except ValueError:
-                continue
-        names.append(str(rel.with_suffix("")) if rel is not None else p.stem)
-    seen: dict[str, Path] = {}
-    for name, p in zip(names, paths):
-        if name in seen:
-            raise DinokitError(f"{seen[name]} and {p} would both be written as {name}.safetensors; run them separately")
-        seen[name] = p
-    return names
 
 
 def geometry_metadata(geo: Any, settings: dict) -> dict[str, str]:
@@ -95,46 +73,44 @@ def read_descriptor_file(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[
     return tensors, meta
 
 
+def write_descriptor_file(extractor: Extractor, image: PathLike, target: PathLike,
+                          settings: Optional[ExtractSettings] = None, overwrite: bool = True) -> Path:
+    """Extract one image's descriptors (and saliency) as ``settings`` say and write them to ``target``."""
+    st = settings if settings is not None else ExtractSettings()
+    feats = extractor.extract(image, list(st.layer), list(st.facet), bin=st.bin, include_cls=st.include_cls,
+                              saliency=st.saliency, saliency_layer=st.saliency_layer, saliency_heads=st.saliency_heads)
+    tensors, meta = features_to_tensors(feats)
+    meta.update({"model": str(getattr(extractor.model, "source", "")), "load_size": json.dumps(extractor.load_size)})
+    return save_tensors(target, tensors, meta, overwrite=overwrite)
+
+
 def extract_to_files(
     extractor: Extractor,
     images: Sequence[PathLike],
     out_dir: PathLike,
+    settings: Optional[ExtractSettings] = None,
     *,
-    layers: Iterable[int] = (-1,),
-    facets: Iterable[str] = ("key",),
-    bin: bool = False,
-    include_cls: bool = False,
-    saliency: bool = False,
-    saliency_layer: int = -1,
-    saliency_heads: Optional[Sequence[int]] = None,
     roots: Optional[Sequence[PathLike]] = None,
     overwrite: bool = False,
     progress: bool = True,
+    **overrides: Any,
 ) -> ExportReport:
     """Extract descriptors for every image and write ``OUT_DIR/<name>.safetensors``.
 
-    The model is used as given (loaded once); finished files are skipped
-    unless ``overwrite``.
+    The model is used as given (loaded once); existing files are skipped
+    unless ``overwrite``. Names follow :func:`dinokit.io.unique_output_names`.
     """
     from tqdm.auto import tqdm
 
+    st = ExtractSettings.resolve(settings, **overrides)
     paths = [Path(p) for p in images]
-    names = output_names(paths, [Path(r) for r in roots or ()])
+    names = unique_output_names(paths, roots)
     out = Path(out_dir)
     report = ExportReport()
-    extra = {"model": str(getattr(extractor.model, "source", "")), "load_size": json.dumps(extractor.load_size)}
-    bar = tqdm(list(zip(paths, names)), desc="extract", unit="img", disable=not progress)
-    for path, name in bar:
+    for path, name in tqdm(list(zip(paths, names)), desc="extract", unit="img", disable=not progress):
         target = out / f"{name}.safetensors"
         if target.exists() and not overwrite:
             report.skipped.append(target)
             continue
-        feats = extractor.extract(
-            path, list(layers), list(facets), bin=bin, include_cls=include_cls,
-            saliency=saliency, saliency_layer=saliency_layer, saliency_heads=saliency_heads,
-        )
-        tensors, meta = features_to_tensors(feats)
-        meta.update(extra)
-        save_tensors(target, tensors, meta)
-        report.written.append(target)
+        report.written.append(write_descriptor_file(extractor, path, target, st))
     return report

@@ -204,3 +204,20 @@ def _images_matching(pattern: PathLike, skip: Sequence[Path]) -> list[Path]:
     if not images:
         raise ImageError(f"{pattern}: the pattern matches no image file ({', '.join(IMAGE_SUFFIXES)})")
     return images
+
+
+SET_SUBFOLDERS = ("images", "frames", "JPEGImages")
+
+
+def folder_images(folder: PathLike) -> list[Path]:
+    """The images of one set or video folder: its own image files (not its subfolders'), or, when it has
+    none, those of its ``images/``, ``frames/`` or ``JPEGImages/`` subfolder. One rule for sets and videos."""
+    p = Path(folder)
+    own = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                 and not f.name.startswith("."))
+    for sub in SET_SUBFOLDERS:
+        if not own and (p / sub).is_dir():
+            own = folder_images(p / sub)
+    if not own:
+        raise ImageError(f"{p}: no image files found in this folder (nor in {'/, '.join(SET_SUBFOLDERS)}/)")
+    return own

@@ -29,6 +29,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
 from ..errors import DinokitError
+from ..settings import InspectorSettings
 from .render import colorbar_png
 from .session import InspectorSession, NotReady
 
@@ -410,13 +411,9 @@ def serve_inspector(
     images: Sequence[Any],
     model: Any = None,
     weights: Any = None,
+    settings: Optional[InspectorSettings] = None,
     *,
     extractor: Any = None,
-    layer: int = 11,
-    facet: str = "key",
-    bin: bool = False,
-    stride: int = 4,
-    load_size: Any = 224,
     device: Any = None,
     dtype: Any = None,
     host: str = "127.0.0.1",
@@ -424,21 +421,24 @@ def serve_inspector(
     open_browser: bool = False,
     log_requests: bool = False,
     progress: bool = True,
+    **overrides: Any,
 ) -> int:
     """Compute descriptors of ``images`` once and serve the inspector until Ctrl-C (the ``dinokit inspect`` command).
 
-    ``extractor`` (an :class:`~dinokit.features.Extractor`) replaces
-    ``model`` / ``weights`` / ``load_size`` / ``device`` / ``dtype``. The URL
-    is printed on stdout once the server listens; a ``host`` that is not a
-    loopback address is allowed with a warning on stderr. Returns 0 after a
-    clean stop.
+    ``settings`` (:class:`~dinokit.settings.InspectorSettings`, plus
+    ``overrides``) give the initial descriptors; ``extractor`` (an
+    :class:`~dinokit.features.Extractor`) replaces ``model``/``weights`` and
+    is used at the settings' stride and load size. The URL is printed on
+    stdout once the server listens; a ``host`` that is not a loopback address
+    is allowed with a warning on stderr. Returns 0 after a clean stop.
     """
-    from ..features import Extractor
+    from ..features import as_extractor
 
-    if extractor is None:
-        extractor = Extractor(model, weights, stride=stride, load_size=load_size, device=device, dtype=dtype,
-                              progress=progress)
-    session = InspectorSession(images, extractor, layer=layer, facet=facet, bin=bin, stride=stride)
+    st = InspectorSettings.resolve(settings, **overrides)
+    extractor = as_extractor(extractor if extractor is not None else model, weights, stride=st.stride,
+                             load_size=st.load_size, device=device, dtype=dtype, saliency_heads=st.saliency_heads,
+                             progress=progress)
+    session = InspectorSession(images, extractor, st)
     try:
         session.compute(progress=progress)
         remote = not is_loopback(host)

@@ -26,6 +26,8 @@ from torch import Tensor
 
 from ..blocks.draw import COLORMAPS, palette
 from ..errors import DinokitError
+from ..features.extractor import resolve_stride
+from ..settings import InspectorSettings
 from ..features import FACETS, Extractor, GridGeometry, LoadedImage, open_image
 from ..features.binned_similarity import LogBinned
 from ..tasks.similarity import SimilarityIndex
@@ -141,15 +143,14 @@ class InspectorSession:
         self,
         images: Sequence[Union[str, Path]],
         extractor: Extractor,
+        settings: Optional[InspectorSettings] = None,
         *,
-        layer: int = 11,
-        facet: str = "key",
-        bin: bool = False,
-        stride: Optional[int] = None,
         cache_size: int = 3,
         max_patches: int = DEFAULT_MAX_PATCHES,
         display_size: int = 768,
+        **overrides: Any,
     ) -> None:
+        st = InspectorSettings.resolve(settings, **overrides)
         if not images:
             raise DinokitError("give at least one image to inspect")
         if cache_size < 1:
@@ -166,8 +167,8 @@ class InspectorSession:
             loaded = extractor.load(path)
             jpeg, size = display_jpeg(pil, display_size)
             self.images.append(InspectorImage(path.name, path, loaded, jpeg, size))
-        self.initial = self.validate(layer=layer, facet=facet, bin=bin,
-                                     stride=extractor.stride if stride is None else stride)
+        self.initial = self.validate(layer=st.layer, facet=st.facet, bin=st.bin,
+                                     stride=resolve_stride(st.stride, extractor.patch_size))
         self._extractors: dict[int, Extractor] = {extractor.stride: extractor}
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -223,9 +224,7 @@ class InspectorSession:
 
     def _extractor(self, stride: int) -> Extractor:
         if stride not in self._extractors:
-            ex = self.extractor
-            self._extractors[stride] = Extractor(ex.model, stride=stride, load_size=ex.load_size, device=ex.device,
-                                                 dtype=ex.dtype, saliency_heads=ex.saliency_heads)
+            self._extractors[stride] = self.extractor.derive(stride=stride)
         return self._extractors[stride]
 
     # --- computing descriptors ----------------------------------------------------

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..errors import WeightsError
+from ..settings import DEFAULT_MODEL
 from .config import ArchConfig
 
 DINO_URL = "https://dl.fbaipublicfiles.com/dino"
@@ -96,4 +97,3 @@ _dino("dino_vits16", "dino_deitsmall16_pretrain", 16, 384, 6, "DINO ViT-S/16 (21
 _dino("dino_vitb8", "dino_vitbase8_pretrain", 8, 768, 12, "DINO ViT-B/8 (85M)")
 _dino("dino_vitb16", "dino_vitbase16_pretrain", 16, 768, 12, "DINO ViT-B/16 (85M)")
 
-DEFAULT_MODEL = "dino_vits8"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -25,11 +25,12 @@ from ..blocks.draw import apply_colormap, palette, put_label, to_gray
 from ..devices import resolve_device
 from ..errors import DinokitError
 from ..features.coords import GridGeometry
-from ..features.extractor import parse_dtype
+from ..features.extractor import parse_dtype, resolve_stride
 from ..features.image import LoadedImage, LoadSize, preprocess
 from ..features.saliency import cls_patch_attention
 from ..io import save_image, save_tensors
 from ..models.config import input_normalization
+from ..settings import AttentionSettings
 
 PathLike = Union[str, os.PathLike]
 ImageInput = Union[PathLike, Image.Image, LoadedImage]
@@ -92,32 +93,27 @@ def _to_pixels(maps: np.ndarray, geometry: GridGeometry, mode: str) -> np.ndarra
 def attention_maps(
     model: torch.nn.Module,
     image: ImageInput,
-    load_size: LoadSize = 480,
-    stride: Optional[int] = None,
-    threshold: Optional[float] = 0.6,
-    interpolation: str = "nearest",
+    settings: Optional[AttentionSettings] = None,
+    *,
     device: Union[str, torch.device, None] = None,
     dtype: Union[str, torch.dtype, None] = None,
+    **overrides: Any,
 ) -> AttentionMaps:
     """Per-head CLS attention maps of ``model``'s last block for one image.
 
     Args:
         model: a dinokit :class:`~dinokit.models.VisionTransformer`.
         image: a path, a PIL image or an already loaded image.
-        load_size: smaller edge after resizing (``None`` keeps the size;
-            ``(H, W)`` for an exact size). DINO's script uses 480.
-        stride: patch stride (default: the patch size); it must divide the
-            patch size.
-        threshold: keep the patches holding this fraction of each head's
-            attention mass (``None``: no masks).
-        interpolation: ``nearest`` (blocky, as DINO's figures) or ``bilinear``.
+        settings: :class:`~dinokit.settings.AttentionSettings` (DINO's: load
+            size 480, stride = patch size, threshold 0.6, nearest
+            upsampling); ``overrides`` change single fields.
     """
+    st = AttentionSettings.resolve(settings, **overrides)
+    load_size, threshold, interpolation = st.load_size, st.threshold, st.interpolation
     p = int(model.patch_size)
-    s = int(stride) if stride is not None else p
-    if s <= 0 or p % s:
-        raise DinokitError(f"stride {s} must be positive and divide the patch size {p}")
-    if threshold is not None and not 0.0 < threshold <= 1.0:
-        raise DinokitError(f"threshold must be in (0, 1], got {threshold}")
+    s = resolve_stride(st.stride, p)
+    if p % s:
+        raise DinokitError(f"stride {s} must divide the patch size {p}")
     dev = resolve_device(device)
     dt = parse_dtype(dtype)
     mean, std = input_normalization(model)

@@ -42,8 +42,9 @@ from ..blocks.matching import Descriptors, as_matrix, best_buddies, normalize_de
 from ..errors import DinokitError
 from ..features.binned_similarity import LogBinned
 from ..features.coords import GridGeometry
-from ..features.extractor import Extractor, ImageInput
+from ..features.extractor import Extractor, ImageInput, as_extractor
 from ..features.image import LoadedImage
+from ..settings import CorrespondenceSettings
 
 __all__ = [
     "Correspondences",
@@ -54,6 +55,10 @@ __all__ = [
     "find_correspondences",
     "match_points",
     "draw_correspondences",
+    "save_correspondences",
+    "shortfall_reason",
+    "RESULT_FILE",
+    "pair_folders",
 ]
 
 @dataclass
@@ -333,14 +338,15 @@ class CorrespondenceFinder:
     """Correspondences between image pairs with one loaded model (the paper's defaults).
 
     Args:
-        extractor: an :class:`Extractor`; when ``None`` one is built from
-            ``model`` / ``weights`` with ``stride``, ``load_size``, ``device``, ``dtype``.
-        num_pairs: correspondences wanted per pair (k of k-means).
-        layer, facet, bin: which descriptors (layer 9 log-binned keys).
-        thresh: saliency threshold separating foreground from background.
-        saliency_heads: heads of the last block averaged for saliency
-            (default: the model's documented heads, else all).
-        seed, n_init: k-means seeding.
+        extractor: an :class:`Extractor` (its backbone is used at the
+            settings' stride, load size and saliency heads, and on
+            ``device``/``dtype`` when given), a model name or weights file, or
+            ``None`` (``weights``, else the default model).
+        settings: :class:`~dinokit.settings.CorrespondenceSettings` (default:
+            the paper's: layer 9 log-binned keys, stride "auto", load size
+            224, 10 pairs, saliency threshold 0.05); ``overrides`` change
+            single fields (``num_pairs=5``).
+        n_init: k-means restarts.
         chunk_size: rows of A per similarity chunk (default: about 16M entries).
         cache_size: images whose descriptors are kept (by path) for reuse.
 
@@ -350,41 +356,29 @@ class CorrespondenceFinder:
 
     def __init__(
         self,
-        extractor: Optional[Extractor] = None,
+        extractor: Union[Extractor, str, Any, None] = None,
+        settings: Optional[CorrespondenceSettings] = None,
         *,
-        model: Union[str, Any, None] = None,
         weights: Optional[str] = None,
-        num_pairs: int = 10,
-        load_size: Any = 224,
-        layer: int = 9,
-        facet: str = "key",
-        bin: bool = True,
-        thresh: float = 0.05,
-        stride: Union[int, str] = "auto",
-        saliency_heads: Optional[Sequence[int]] = None,
-        seed: int = 0,
         n_init: int = 10,
         chunk_size: Optional[int] = None,
         cache_size: int = 2,
         device: Union[str, torch.device, None] = None,
         dtype: Union[str, torch.dtype, None] = None,
         progress: bool = True,
+        **overrides: Any,
     ) -> None:
-        if num_pairs < 1:
-            raise DinokitError(f"num_pairs must be at least 1, got {num_pairs}")
-        if not 0.0 <= thresh < 1.0:
-            raise DinokitError(f"the saliency threshold must be in [0, 1), got {thresh}")
-        if extractor is None:
-            extractor = Extractor(model, weights, stride=stride, load_size=load_size, device=device, dtype=dtype,
-                                  progress=progress)
-        self.extractor = extractor
-        self.num_pairs = int(num_pairs)
-        self.layer = extractor._layer(layer)
-        self.facet = facet
-        self.bin = bool(bin)
-        self.thresh = float(thresh)
-        self.saliency_heads = tuple(saliency_heads) if saliency_heads is not None else None
-        self.seed = int(seed)
+        self.settings = CorrespondenceSettings.resolve(settings, **overrides)
+        st = self.settings
+        self.extractor = as_extractor(extractor, weights, stride=st.stride, load_size=st.load_size, device=device,
+                                      dtype=dtype, saliency_heads=st.saliency_heads, progress=progress)
+        self.num_pairs = st.num_pairs
+        self.layer = self.extractor.layer_index(st.layer)
+        self.facet = st.facet
+        self.bin = st.bin
+        self.thresh = st.thresh
+        self.saliency_heads = st.saliency_heads
+        self.seed = st.seed
         self.n_init = int(n_init)
         self.chunk_size = chunk_size
         self.cache_size = int(cache_size)
@@ -428,7 +422,7 @@ class CorrespondenceFinder:
             num_pairs=self.num_pairs, thresh=self.thresh, seed=self.seed, n_init=self.n_init,
             chunk_size=self.chunk_size, timings=self.timings,
         )
-        res.settings.update(self.settings())
+        res.settings.update(self.effective_settings())
         return res
 
     def match(
@@ -451,8 +445,8 @@ class CorrespondenceFinder:
         return match_points(da.matching, da.geometry, db.matching, db.geometry, points_a, mask_b=mask,
                             refine=refine, window=window, temperature=temperature, chunk_size=self.chunk_size)
 
-    def settings(self) -> dict[str, Any]:
-        """The parameters that shaped a result (for provenance in saved files)."""
+    def effective_settings(self) -> dict[str, Any]:
+        """The parameters that shaped a result, with stride and saliency heads resolved (for provenance)."""
         ex = self.extractor
         return dict(num_pairs=self.num_pairs, load_size=ex.load_size, layer=self.layer, facet=self.facet,
                     bin=self.bin, thresh=self.thresh, stride=ex.stride, patch_size=ex.patch_size,
@@ -464,27 +458,16 @@ class CorrespondenceFinder:
 def find_correspondences(
     image_a: ImageInput,
     image_b: ImageInput,
-    num_pairs: int = 10,
-    load_size: Any = 224,
-    layer: int = 9,
-    facet: str = "key",
-    bin: bool = True,
-    thresh: float = 0.05,
-    model: Union[str, Any, None] = None,
-    stride: Union[int, str] = "auto",
-    *,
-    weights: Optional[str] = None,
-    extractor: Optional[Extractor] = None,
+    extractor: Union[Extractor, str, Any, None] = None,
+    settings: Optional[CorrespondenceSettings] = None,
     **kwargs: Any,
 ) -> Correspondences:
-    """One-call version of the reference ``find_correspondences`` (same parameters and defaults).
+    """One-call version of the reference ``find_correspondences``; arguments as :class:`CorrespondenceFinder`.
 
-    Loads the model each call unless ``extractor`` is given; for many pairs use
-    :class:`CorrespondenceFinder`.
+    Loads the model each call unless ``extractor`` is an :class:`Extractor`;
+    for many pairs use :class:`CorrespondenceFinder`.
     """
-    finder = CorrespondenceFinder(extractor, model=model, weights=weights, num_pairs=num_pairs, load_size=load_size,
-                                  layer=layer, facet=facet, bin=bin, thresh=thresh, stride=stride, **kwargs)
-    return finder.find(image_a, image_b)
+    return CorrespondenceFinder(extractor, settings, **kwargs).find(image_a, image_b)
 
 
 def draw_correspondences(
@@ -524,3 +507,61 @@ def draw_correspondences(
         side, pic_a, pic_b = write_note(side, note), write_note(pic_a, "no correspondences"), \
             write_note(pic_b, "no correspondences")
     return side, pic_a, pic_b
+
+
+RESULT_FILE = "correspondences.json"
+
+
+def save_correspondences(result: Correspondences, image_a: Any, image_b: Any, out_dir: Any, *,
+                         max_side: int = 1024, min_side: int = 512, overwrite: bool = True) -> dict[str, Any]:
+    """Write ``pair.png`` (side by side, numbered), ``A_<stem>.png``, ``B_<stem>.png`` and, last,
+    ``correspondences.json`` into ``out_dir``; returns the JSON record."""
+    from pathlib import Path
+
+    from ..features.image import open_image
+    from ..io import save_image, save_json
+
+    out, a, b = Path(out_dir), Path(image_a), Path(image_b)
+    rgb_a, rgb_b = np.asarray(open_image(a)), np.asarray(open_image(b))
+    side, pa, pb = draw_correspondences(rgb_a, rgb_b, result, max_side=max_side or None, min_side=min_side or None)
+    save_image(out / "pair.png", side, overwrite)
+    save_image(out / f"A_{a.stem}.png", pa, overwrite)
+    save_image(out / f"B_{b.stem}.png", pb, overwrite)
+    info = {"image_a": str(a), "image_b": str(b), **result.to_dict()}
+    save_json(out / RESULT_FILE, info, overwrite)
+    return info
+
+
+def shortfall_reason(result: Correspondences, wanted: int) -> Optional[str]:
+    """Why fewer correspondences than ``wanted`` came back (None when all did)."""
+    if len(result) >= wanted:
+        return None
+    return (f"{len(result)} of {wanted} correspondences: only {result.num_best_buddies} best buddies lie on the "
+            "foreground of both images (lower --thresh, or a smaller --stride for more patches)")
+
+
+def pair_folders(root: Any, exclude: Sequence[Any] = ()) -> list[tuple[str, Any, Any]]:
+    """``(name, image A, image B)`` for every subfolder of ``root`` holding exactly two images (A first by name).
+
+    Hidden folders, the ``exclude`` folders and dinokit's own output folders are left out.
+    """
+    from pathlib import Path
+
+    from ..features.image import IMAGE_SUFFIXES
+    from ..runs import is_output_folder
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DinokitError(f"{root}: no such folder")
+    skip = {Path(e).resolve() for e in exclude}
+    subs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
+                  and d.resolve() not in skip and not is_output_folder(d))
+    if not subs:
+        raise DinokitError(f"{root}: has no pair subfolders")
+    out = []
+    for d in subs:
+        found = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if len(found) != 2:
+            raise DinokitError(f"{d}: holds {len(found)} image(s); a pair folder needs exactly 2")
+        out.append((d.name, found[0], found[1]))
+    return out

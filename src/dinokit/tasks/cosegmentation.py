@@ -59,7 +59,7 @@ from ..devices import resolve_device
 from ..errors import DinokitError, ImageError
 from ..features import Extractor, as_extractor
 from ..features.binning import log_bin
-from ..features.image import IMAGE_SUFFIXES, LoadedImage, list_images
+from ..features.image import IMAGE_SUFFIXES, LoadedImage, folder_images, list_images, open_image
 from ..io import unique_output_names
 from ..settings import CoSegmentationSettings
 
@@ -335,8 +335,8 @@ def saliency_image(saliency: np.ndarray, grid: tuple[int, int], size: tuple[int,
 
 # --- the estimator ------------------------------------------------------------------
 def images_of_set(inputs: Union[str, Path, Sequence[Any]]) -> list[Any]:
-    """Image files of a set: a folder's images (not its subfolders'; its ``images/`` or ``frames/``
-    subfolder when it has no images of its own), explicit files, patterns, or in-memory images."""
+    """Image files of a set: a folder's images (:func:`~dinokit.features.image.folder_images`), explicit
+    files, patterns, or in-memory images."""
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     out: list[Any] = []
@@ -347,13 +347,7 @@ def images_of_set(inputs: Union[str, Path, Sequence[Any]]) -> list[Any]:
             continue
         p = Path(item)
         if p.is_dir():
-            own = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            for sub in ("images", "frames"):
-                if not own and (p / sub).is_dir():
-                    own = sorted(f for f in (p / sub).iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not own:
-                raise ImageError(f"{p}: no image files found in this folder")
-            paths.extend(own)
+            paths.extend(folder_images(p))
         else:
             paths.append(item)
     if paths:
@@ -505,6 +499,21 @@ class CoSegmentation:
             return source
         return self._extractor().load(source).rgb
 
+    def display_image(self, index: int) -> np.ndarray:
+        """Image ``index`` for pictures: from the original file when there is one, its long side brought
+        into 512..1024 pixels (:func:`display_size`), so that results are drawn at a size people can read."""
+        self._check_fitted()
+        it = self.items_[index]
+        h, w = display_size(it.original_size)
+        src = it.source
+        if isinstance(src, (str, Path)):
+            pil = open_image(src)
+        elif isinstance(src, Image.Image):
+            pil = src.convert("RGB")
+        else:
+            pil = Image.fromarray(self.image(index))
+        return np.asarray(pil.resize((w, h), Image.LANCZOS) if pil.size != (w, h) else pil)
+
     def mask(self, index: int, refine: bool = True) -> np.ndarray:
         """The mask of image ``index`` at the load size, GrabCut-refined unless ``refine=False``."""
         return self.mask_with_info(index, refine)[0]
@@ -575,7 +584,23 @@ def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return upsample_mask(mask, size)
 
 
-def _output_size(item: ImageItem, mask_size: str) -> tuple[int, int]:
+def display_size(size: tuple[int, int], shortest_long_side: int = 512, longest_long_side: int = 1024) -> tuple[int, int]:
+    """``(H, W)`` of a picture of an image of ``size``: the original, its long side brought into the range."""
+    h, w = size
+    long = max(h, w)
+    scale = min(max(long, shortest_long_side), longest_long_side) / long
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an integer label map to ``size`` ``(H, W)`` (pixel centres)."""
+    h0, w0 = labels.shape[:2]
+    rows = np.minimum(((np.arange(size[0]) + 0.5) * h0 / size[0]).astype(np.intp), h0 - 1)
+    cols = np.minimum(((np.arange(size[1]) + 0.5) * w0 / size[1]).astype(np.intp), w0 - 1)
+    return labels[rows][:, cols]
+
+
+def mask_output_size(item: ImageItem, mask_size: str) -> tuple[int, int]:
     if mask_size not in ("original", "load"):
         raise DinokitError(f"mask_size must be 'original' or 'load', got {mask_size!r}")
     return item.original_size if mask_size == "original" else item.size
@@ -617,9 +642,9 @@ def save_cosegmentation(
     for i, it in enumerate(tqdm(model.items_, desc="grabcut", unit="img", disable=not progress)):
         mask, ok = model.mask_with_info(i)
         refined.append(bool(ok))
-        rgb = model.image(i)
-        save_image(out / f"{it.name}_mask.png", _resize_mask(mask, _output_size(it, mask_size)).astype(np.uint8) * 255)
-        vis = checkerboard_visualization(rgb, mask)
+        save_image(out / f"{it.name}_mask.png", _resize_mask(mask, mask_output_size(it, mask_size)).astype(np.uint8) * 255)
+        rgb = model.display_image(i)
+        vis = checkerboard_visualization(rgb, _resize_mask(mask, rgb.shape[:2]))
         if not mask.any():  # say why the picture is all checkerboard
             from ..blocks.draw import write_note
 
@@ -683,12 +708,17 @@ def fit_and_save_set(
         model.close()
 
 
-def list_sets(root: Union[str, Path]) -> list[Path]:
-    """Sub-folders of ``root`` (sorted), each one image set."""
+def list_sets(root: Union[str, Path], exclude: Sequence[Union[str, Path]] = ()) -> list[Path]:
+    """Sub-folders of ``root`` (sorted), each one image set; hidden folders, the ``exclude`` folders and
+    dinokit's own output folders are left out."""
+    from ..runs import is_output_folder
+
     root = Path(root)
     if not root.is_dir():
         raise DinokitError(f"{root}: not a folder")
-    sets = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    skip = {Path(e).resolve() for e in exclude}
+    sets = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and p.resolve() not in skip and not is_output_folder(p))
     if not sets:
         raise DinokitError(f"{root}: has no sub-folders (each sub-folder of --sets-root is one image set)")
     return sets

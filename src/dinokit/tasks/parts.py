@@ -309,7 +309,7 @@ def part_legend(width: int, num_parts: int) -> np.ndarray:
     import cv2
 
     colors = part_colors(max(num_parts, 1))
-    scale = float(np.clip(width / 700.0, 0.35, 0.6))
+    scale = float(np.clip(width / 700.0, 0.5, 0.7))
     (_, th), base = cv2.getTextSize("0", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     box, gap, pad = th + base, 10, 4
     entries = [("0 = background", None)] + [(f"{j + 1}", colors[j]) for j in range(num_parts)]
@@ -380,7 +380,7 @@ def save_part_cosegmentation(
     from tqdm.auto import tqdm
 
     from ..io import save_image, save_json
-    from .cosegmentation import DONE_FILE, _output_size, label_map_image, saliency_image
+    from .cosegmentation import DONE_FILE, mask_output_size, label_map_image, resize_labels, saliency_image
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -389,8 +389,10 @@ def save_part_cosegmentation(
     for i in tqdm(originals, desc="parts", unit="img", disable=not progress):
         it = model.items_[i]
         labels = model.parts(i)
-        save_image(out / f"{it.name}_parts.png", label_png(labels, n_parts, _output_size(it, mask_size)))
-        save_image(out / f"{it.name}_vis.png", with_legend(parts_visualization(model.image(i), labels, n_parts), n_parts))
+        save_image(out / f"{it.name}_parts.png", label_png(labels, n_parts, mask_output_size(it, mask_size)))
+        rgb = model.display_image(i)
+        vis = parts_visualization(rgb, resize_labels(labels, rgb.shape[:2]), n_parts)
+        save_image(out / f"{it.name}_vis.png", with_legend(vis, n_parts))
         if save_intermediate:
             save_image(out / f"{it.name}_saliency.png", saliency_image(model.saliency_[i], it.grid, it.size))
             save_image(out / f"{it.name}_clustering.png", label_map_image(model.labels_[i], model.n_clusters_, it.size))

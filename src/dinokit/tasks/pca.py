@@ -11,7 +11,7 @@ size 224, 4 components.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -19,10 +19,12 @@ from torch import Tensor
 
 from ..errors import DinokitError
 from ..features.coords import GridGeometry
-from ..features.extractor import Extractor, Features, ImageInput
+from ..features.extractor import Extractor, Features, ImageInput, as_extractor
 from ..features.image import LoadedImage
+from ..settings import PCASettings
 
-__all__ = ["DescriptorPCA", "PCAResult", "pca_descriptors", "pca_images", "component_images"]
+__all__ = [
+    "save_pca","DescriptorPCA", "PCAResult", "pca_descriptors", "pca_images", "component_images"]
 
 
 class DescriptorPCA:
@@ -157,20 +159,24 @@ def pca_descriptors(
 
 
 def pca_images(
-    extractor: Extractor,
+    extractor: Union[Extractor, str, None],
     images: Sequence[ImageInput],
-    n_components: int = 4,
-    *,
-    layer: int = 11,
-    facet: str = "key",
-    bin: bool = False,
-    joint: bool = True,
+    settings: Optional[PCASettings] = None,
     progress: bool = False,
+    **overrides: Any,
 ) -> list[PCAResult]:
-    """Extract descriptors of images (any sizes) and run :func:`pca_descriptors` (reference defaults)."""
-    feats: list[Features] = extractor.extract_many(list(images), progress=progress, layers=layer, facets=facet, bin=bin)
+    """Extract the settings' descriptors of images (any sizes) and run :func:`pca_descriptors`.
+
+    The defaults are the reference's (layer 11 keys, 4 components, one PCA
+    for all images); the backbone runs at the settings' stride and load size.
+    """
+    st = PCASettings.resolve(settings, **overrides)
+    extractor = as_extractor(extractor, stride=st.stride, load_size=st.load_size, saliency_heads=st.saliency_heads)
+    feats: list[Features] = extractor.extract_many(list(images), progress=progress, layers=st.layer,
+                                                   facets=st.facet, bin=st.bin)
     descs = [f.get()[0] for f in feats]
-    return pca_descriptors(descs, [f.geometry[0] for f in feats], n_components, joint, [f.images[0] for f in feats])
+    return pca_descriptors(descs, [f.geometry[0] for f in feats], st.components, not st.per_image,
+                           [f.images[0] for f in feats])
 
 
 def _minmax(x: np.ndarray, axis=(0, 1)) -> np.ndarray:
@@ -207,3 +213,42 @@ def component_images(
     grays = [np.ascontiguousarray(u8[..., i]) for i in range(u8.shape[-1])]
     rgb = np.ascontiguousarray(u8[..., -3:]) if u8.shape[-1] >= 3 else None
     return grays, rgb
+
+
+def save_pca(results: Sequence[PCAResult], images: Sequence[Any], out_dir: Any,
+             settings: Optional[PCASettings] = None, names: Optional[Sequence[str]] = None,
+             save_arrays: bool = False) -> dict[str, Any]:
+    """Write ``<name>_pca<i>.png`` per component, ``<name>_pca_rgb.png`` (the last three as R, G, B),
+    ``<name>_pca.npy`` with ``save_arrays`` and, last, ``pca.json``; returns the JSON record."""
+    from pathlib import Path
+
+    from ..io import save_image, save_json, unique_output_names, write_atomic
+
+    st = settings if settings is not None else PCASettings()
+    out = Path(out_dir)
+    names = list(names) if names is not None else unique_output_names(images)
+    for name, res in zip(names, results):
+        grays, rgb = component_images(res, to="original", mode=st.interp)
+        for i, g in enumerate(grays):
+            save_image(out / f"{name}_pca{i}.png", g)
+        if rgb is not None:
+            save_image(out / f"{name}_pca_rgb.png", rgb)
+        if save_arrays:
+            arr = res.components.astype(np.float32)
+            write_atomic(out / f"{name}_pca.npy", lambda tmp, a=arr: _save_npy(tmp, a))
+    record = {
+        "scope": "per image" if st.per_image else "joint",
+        "settings": {**st.to_record(), "stride": results[0].geometry.stride if results else None},
+        "images": [{"image": str(path), "name": name, "grid_rows_cols": list(res.geometry.grid),
+                    "explained_variance_ratio": [float(v) for v in res.explained_variance_ratio]}
+                   for path, name, res in zip(images, names, results)],
+        "pictures": "<name>_pca<i>.png: component i (0 = largest variance), min-max scaled per image; "
+                    "<name>_pca_rgb.png: the last three components as R, G, B",
+    }
+    save_json(out / "pca.json", record)
+    return record
+
+
+def _save_npy(path: Any, arr: np.ndarray) -> None:
+    with open(path, "wb") as fh:
+        np.save(fh, arr)

@@ -25,7 +25,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -34,7 +34,8 @@ from torch import Tensor
 from ..blocks.matching import normalize_descriptors, refine_peak
 from ..errors import DinokitError
 from ..features.coords import GridGeometry
-from ..features.extractor import Extractor, Features, ImageInput
+from ..features.extractor import Extractor, Features, ImageInput, as_extractor
+from ..settings import SimilaritySettings
 
 if TYPE_CHECKING:
     from ..features.binned_similarity import LogBinned
@@ -43,6 +44,9 @@ __all__ = [
     "SimilarityIndex",
     "SimilarityMap",
     "similarity_maps",
+    "render_point",
+    "save_similarity",
+    "check_points",
 ]
 
 Point = Union[Sequence[float], np.ndarray]
@@ -180,20 +184,23 @@ class SimilarityIndex:
     @classmethod
     def from_images(
         cls,
-        extractor: Extractor,
+        extractor: Union[Extractor, str, None],
         images: Sequence[ImageInput],
-        layer: int = 11,
-        facet: str = "key",
-        bin: bool = False,
+        settings: Optional[SimilaritySettings] = None,
         progress: bool = False,
+        **overrides: Any,
     ) -> "SimilarityIndex":
-        """Extract ``(layer, facet)`` descriptors of images of any sizes and index them.
+        """Extract the settings' descriptors of images of any sizes and index them.
 
-        Defaults are the reference similarity inspector's (layer 11 keys, no
-        binning); the stride and load size are the extractor's.
+        The defaults are the reference similarity inspector's (layer 11 keys,
+        no binning); the extractor's backbone runs at the settings' stride and
+        load size (:func:`~dinokit.features.as_extractor`).
         """
-        feats = extractor.extract_many(list(images), progress=progress, layers=layer, facets=facet, bin=False)
-        if not bin:
+        st = SimilaritySettings.resolve(settings, **overrides)
+        extractor = as_extractor(extractor, stride=st.stride, load_size=st.load_size,
+                                 saliency_heads=st.saliency_heads)
+        feats = extractor.extract_many(list(images), progress=progress, layers=st.layer, facets=st.facet, bin=False)
+        if not st.bin:
             return cls.from_features(feats, device=extractor.device)
         from ..features.binned_similarity import LogBinned
 
@@ -349,3 +356,90 @@ def similarity_maps(
     maps = SimilarityIndex.from_features(features, layer, facet).query(image, xy, original=original)
     ups = [m.upsample(upsample) for m in maps] if upsample else None
     return maps, ups
+
+
+RESULT_FILE = "similarity.json"
+
+
+def render_point(rgbs: list[np.ndarray], maps: Sequence[SimilarityMap], query_xy: Point,
+                 settings: Optional[SimilaritySettings] = None, names: Optional[list[str]] = None) -> np.ndarray:
+    """Side-by-side heat maps of one query, each panel titled and with its colour scale.
+
+    The query image comes first with the query point ringed; every other
+    image has its best match crossed. ``scale="image"`` colours each map over
+    its own range (as the reference's inspector), ``"joint"`` over the range
+    of all maps, so that colours compare across images.
+    """
+    from ..blocks.draw import caption, colorbar, draw_marker, heatmap_overlay, hstack, resize_image, vstack
+
+    st = settings if settings is not None else SimilaritySettings()
+    finite = [m.scores[np.isfinite(m.scores)] for m in maps]
+    ranges = [(float(v.min()), float(v.max())) for v in finite]
+    if st.scale == "joint":
+        ranges = [(min(lo for lo, _ in ranges), max(hi for _, hi in ranges))] * len(maps)
+    h = st.height if st.height is not None else int(np.clip(max(r.shape[0] for r in rgbs), 384, 512))
+    font = float(np.clip(h / 700, 0.45, 0.7))
+    marker = max(8, int(round(h / 40)))  # the same marker size on every panel
+    columns = []
+    for i, (rgb, m, (lo, hi)) in enumerate(zip(rgbs, maps, ranges)):
+        panel, s = resize_image(heatmap_overlay(rgb, m.upsample("original"), alpha=st.alpha, cmap=st.cmap, vmin=lo,
+                                                vmax=hi), height=h)
+        if i == 0:
+            panel = draw_marker(panel, np.asarray(query_xy, dtype=np.float64) * s, (255, 255, 255), marker, "ring")
+            text = f"query ({query_xy[0]:.0f}, {query_xy[1]:.0f})"
+        else:
+            panel = draw_marker(panel, m.best_xy * s, (255, 255, 255), marker, "cross")
+            text = f"best {m.best_score:.3f} at ({m.best_xy[0]:.0f}, {m.best_xy[1]:.0f})"
+        title = [names[i], text] if names is not None else [text]
+        columns.append(vstack([caption(panel.shape[1], "\n".join(title), font_scale=font), panel,
+                               colorbar(panel.shape[1], lo, hi, st.cmap, label="cosine similarity", font_scale=font)]))
+    canvas, _ = hstack(columns, height=None)
+    return canvas
+
+
+def save_similarity(index: SimilarityIndex, images: Sequence[Any], points: Sequence[Point], out_dir: Any,
+                    settings: Optional[SimilaritySettings] = None, save_arrays: bool = False,
+                    progress: bool = False) -> dict[str, Any]:
+    """Heat maps of every query point of image 0 (``point<k>.png``), optionally the grid maps, and, last,
+    ``similarity.json`` with the best matches; returns the JSON record."""
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from ..features.image import open_image
+    from ..io import save_image, save_json, save_tensors
+
+    st = settings if settings is not None else SimilaritySettings()
+    out, paths = Path(out_dir), [Path(p) for p in images]
+    rgbs = [np.asarray(open_image(p)) for p in paths]
+    names = [p.name for p in paths]
+    records = []
+    for k, (x, y) in enumerate(tqdm(points, desc="similarity", unit="point", disable=not progress), 1):
+        maps = index.query(0, (x, y))
+        save_image(out / f"point{k}.png", render_point(rgbs, maps, (x, y), st, names))
+        if save_arrays:
+            save_tensors(out / f"point{k}_maps.safetensors",
+                         {f"image{i}": torch.from_numpy(m.scores.copy()) for i, m in enumerate(maps)},
+                         metadata={"images": ",".join(str(p) for p in paths)})
+        q_idx = index.point_index(0, (x, y))
+        records.append({
+            "point": k, "query": [x, y],
+            "query_patch_center": index.geometries[0].index_to_xy(q_idx, original=True).tolist(),
+            "matches": [{"image": str(p), "best_xy": m.best_xy.tolist(), "best_score": m.best_score,
+                         "min_score": float(m.scores.min()), "grid_rows_cols": list(m.geometry.grid)}
+                        for p, m in zip(paths, maps)],
+        })
+    record = {"coordinates": "(x, y) pixels of the original images, origin at the top-left corner",
+              "settings": {**st.to_record(), "stride": index.geometries[0].stride}, "points": records}
+    save_json(out / RESULT_FILE, record)
+    return record
+
+
+def check_points(image: Any, points: Sequence[Point]) -> None:
+    """Refuse query points outside the first image, naming the file and its size."""
+    from ..features.image import open_image
+
+    w, h = open_image(image).size
+    for x, y in points:
+        if not (0 <= x <= w and 0 <= y <= h):
+            raise DinokitError(f"{image}: point {x:g} {y:g} lies outside the image ({w}x{h} pixels)")

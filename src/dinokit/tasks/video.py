@@ -21,7 +21,8 @@ import numpy as np
 
 from ..errors import DinokitError, ImageError
 from ..features import Extractor
-from ..features.image import IMAGE_SUFFIXES
+from ..features.image import IMAGE_SUFFIXES, folder_images
+from ..settings import PartSettings
 from ..io import atomic_path, save_image, save_json
 from .cosegmentation import DONE_FILE, set_is_done
 from .parts import PartCoSegmentation, label_png, parts_overlay, with_legend
@@ -59,10 +60,7 @@ def video_frames(source: Union[str, Path], frame_step: int = 1, frames_dir: Opti
         raise DinokitError(f"frame step must be a positive integer, got {frame_step}")
     p = Path(source)
     if p.is_dir():
-        frames = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        if not frames:
-            raise ImageError(f"{p}: no frame images found in this folder")
-        frames = frames[::frame_step]
+        frames = folder_images(p)[::frame_step]
         return frames[:max_frames] if max_frames else frames
     if not p.exists():
         raise ImageError(f"{p}: no such video file or frames folder")
@@ -147,6 +145,7 @@ def video_part_cosegmentation(
     source: Union[str, Path],
     output_dir: Union[str, Path],
     extractor: Union[Extractor, str, Path, None] = None,
+    settings: Optional[PartSettings] = None,
     *,
     frame_step: int = 1,
     fit_every: int = 1,
@@ -159,12 +158,12 @@ def video_part_cosegmentation(
 ) -> Optional[dict]:
     """Part co-segmentation of a video; writes ``frames/<frame>_parts.png`` and ``overlay.<video_format>``.
 
-    ``kwargs`` configure :class:`PartCoSegmentation`. Returns the content of
+    ``settings`` and ``kwargs`` configure :class:`PartCoSegmentation`. Returns the content of
     ``done.json``, or ``None`` when ``output_dir`` already holds a finished run.
     """
     from tqdm.auto import tqdm
 
-    from .cosegmentation import _output_size
+    from .cosegmentation import mask_output_size
 
     if video_format not in ("mp4", "gif"):
         raise DinokitError(f"video format must be mp4 or gif, got {video_format!r}")
@@ -174,7 +173,7 @@ def video_part_cosegmentation(
     if not overwrite and set_is_done(out, "video_part_cosegmentation"):
         return None
     tmp_frames = None
-    model = PartCoSegmentation(extractor, **kwargs)
+    model = PartCoSegmentation(extractor, settings, **kwargs)
     try:
         src = Path(source)
         if not src.is_dir():
@@ -198,7 +197,7 @@ def video_part_cosegmentation(
                 idx = fitted.get(Path(frame).resolve())
                 if idx is not None:
                     labels, rgb = model.parts(idx), model.image(idx)
-                    size = _output_size(model.items_[idx], mask_size)
+                    size = mask_output_size(model.items_[idx], mask_size)
                 else:
                     labels, rgb = model.predict(frame)
                     size = rgb.shape[:2] if mask_size == "load" else _original_size(frame)

@@ -145,7 +145,7 @@ class ImageDescriptorCache:
         return f"descriptors.l{self.finder.layer}.{self.finder.facet}"
 
     def _save(self, f: Path, raw: torch.Tensor, sal: torch.Tensor, geo: GridGeometry, path: Any) -> None:
-        meta = {**geometry_metadata(geo, self.finder.settings()), "image": str(path)}
+        meta = {**geometry_metadata(geo, self.finder.effective_settings()), "image": str(path)}
         save_tensors(f, {self._key(): raw, "saliency": sal}, meta)
 
 
