@@ -176,7 +176,9 @@ def test_end_to_end_icoseg(goose, tiny_extractor, tmp_path):
             assert mask.shape == (im.height, im.width)
         assert set(np.unique(mask)) <= {0, 255}
         vis = Image.open(out / f"{img.stem}_vis.png")
-        assert vis.height == 64  # the load size (smaller edge)
+        # drawn for people: the original's shape, its long side brought into 512..1024 pixels
+        assert 512 <= max(vis.size) <= 1024
+        assert abs(vis.width / vis.height - im.width / im.height) < 0.01
         for kind in ("saliency", "clustering"):
             assert (out / f"{img.stem}_{kind}.png").is_file()
     done = json.loads((out / "done.json").read_text())
@@ -218,13 +220,17 @@ def test_cli_end_to_end_and_clear_errors(goose, tiny_weights, tmp_path, capsys):
             "--load-size", "64", "--sample-interval", "10", "-q"]
     assert main(args) == 1  # two sets could not run
     err = capsys.readouterr().err
-    assert "set empty: skipped" in err and "no image files found" in err
-    assert "set single: skipped" in err and "needs at least 2 images" in err
+    assert "error: set empty:" in err and "no image files found" in err
+    assert "error: set single:" in err and "needs at least 2 images" in err
+    assert "2 of 3 set(s) failed: empty, single" in err  # the summary, although -q
     assert (tmp_path / "out" / "geese" / "done.json").is_file()
     assert len(list((tmp_path / "out" / "geese").glob("*_mask.png"))) == 3
-    # rerun: the finished set is skipped
-    main(args)
-    assert "set geese: already done" in capsys.readouterr().err
+    # rerun with the same settings: the finished set is skipped, the failed ones are tried again
+    assert main(args) == 1
+    assert "skipped 1 already done with these settings" in capsys.readouterr().err
+    # a rerun with another setting refuses, naming the difference, before loading the model
+    assert main([*args, "--elbow", "0.9"]) == 2
+    assert "elbow: 0.975 -> 0.9" in capsys.readouterr().err
     # one set given directly
     assert main(["cosegment", str(root / "single"), "-o", str(tmp_path / "o2"), "--weights", str(tiny_weights),
                  "--load-size", "64", "-q"]) == 2

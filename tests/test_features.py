@@ -258,7 +258,7 @@ def extract_setup(tmp_path, small_model):
     return imgs, common
 
 
-def test_cli_extract_folder_glob_skip_overwrite(tmp_path, extract_setup, capsys):
+def test_cli_extract_folder_glob_skip_overwrite(tmp_path, extract_setup, capsys, monkeypatch):
     from dinokit.cli import main
     from dinokit.features.export import read_descriptor_file
 
@@ -266,25 +266,43 @@ def test_cli_extract_folder_glob_skip_overwrite(tmp_path, extract_setup, capsys)
     out = tmp_path / "out"
     assert main(["extract", str(imgs), "-o", str(out), *common, "--layer", "1", "--bin"]) == 0
     err = capsys.readouterr().err
-    assert "extract" in err and "3/3" in err and "wrote 3 file(s)" in err  # progress bar and summary
+    assert "extract" in err and "3/3" in err and "wrote descriptors of 3 image(s)" in err  # progress and summary
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == ["a.safetensors", "b.safetensors", "sub/c.safetensors"]  # no temporary files left behind
+    # no temporary files left behind; the run record is the only hidden file
+    assert files == [".dinokit-run.json", "a.safetensors", "b.safetensors", "sub/c.safetensors"]
     tensors, meta = read_descriptor_file(out / "a.safetensors")
     rows, cols = 1 + (40 - 8) // 4, 1 + (48 - 8) // 4  # default stride 'auto': half the 8-pixel patch
     assert meta["grid"] == f"{rows},{cols}" and meta["stride"] == "4" and meta["resized_size"] == "40,48"
     assert tensors["descriptors.l1.key"].shape == (rows * cols, 17 * 32)
     assert json_settings(meta)["dtype"] == "float32" and json_settings(meta)["bin"] is True
 
-    # a rerun skips finished files without touching them (here without even loading the model)
+    # a rerun with the same settings skips finished files without touching them, without loading the model
     stamp = (out / "a.safetensors").stat().st_mtime_ns
-    assert main(["extract", str(imgs), "-o", str(out), "--weights", str(tmp_path / "gone.safetensors")]) == 0
-    assert "already" in capsys.readouterr().err
+    import dinokit.models
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(dinokit.models, "load_model", no_model)
+    assert main(["extract", str(imgs), "-o", str(out), *common, "--layer", "1", "--bin"]) == 0
+    assert "skipped 3 already done with these settings" in capsys.readouterr().err
     assert (out / "a.safetensors").stat().st_mtime_ns == stamp
-    # a glob plus one more file: the new one is written, the finished one skipped; --quiet prints nothing
+    monkeypatch.undo()
+    # other settings (here another layer) or other weights: refused with the differences, nothing touched
+    assert main(["extract", str(imgs), "-o", str(out), *common, "--layer", "2", "--bin"]) == 2
+    assert "layer: [1] -> [2]" in capsys.readouterr().err
+    assert main(["extract", str(imgs), "-o", str(out), "--weights", str(tmp_path / "gone.safetensors"),
+                 "--layer", "1", "--bin"]) == 2
+    assert "weights" in capsys.readouterr().err
+    assert (out / "a.safetensors").stat().st_mtime_ns == stamp
+    # a glob plus one more file: the new one is written, the finished one skipped; --quiet hides the progress
+    # bar but keeps the summary
     extra = tmp_path / "extra.png"
     Image.new("RGB", (24, 24), "white").save(extra)
-    assert main(["extract", str(imgs / "*.png"), str(extra), "-o", str(out), *common, "--layer", "1", "-q"]) == 0
-    assert capsys.readouterr().err == ""
+    assert main(["extract", str(imgs / "*.png"), str(extra), "-o", str(out), *common, "--layer", "1", "--bin",
+                 "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "wrote descriptors of 1 image(s)" in err and "skipped 1" in err and "it/s" not in err
     assert (out / "extra.safetensors").is_file() and (out / "a.safetensors").stat().st_mtime_ns == stamp
     # --overwrite redoes the file with the new settings
     assert main(["extract", str(imgs / "a.png"), "-o", str(out), *common, "--stride", "8", "--overwrite", "-q"]) == 0
@@ -298,21 +316,31 @@ def json_settings(meta: dict) -> dict:
     return json.loads(meta["settings"])
 
 
-def test_cli_extract_bad_image_keeps_finished_outputs(tmp_path, extract_setup, capsys):
+def test_cli_extract_bad_images_are_reported_and_skipped(tmp_path, extract_setup, capsys):
+    """A truncated image, an empty file and a text file named .jpg each get one line; the others are written,
+    a summary lists the bad ones, the exit code says some failed; --fail-fast stops at the first."""
     from dinokit.cli import main
 
     imgs, common = extract_setup
     (imgs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (imgs / "empty.jpg").write_bytes(b"")
+    (imgs / "notes.jpg").write_text("not a picture")
     out = tmp_path / "out"
-    assert main(["extract", str(imgs), "-o", str(out), *common, "-q"]) == 2
+    assert main(["extract", str(imgs), "-o", str(out), *common, "-q"]) == 1
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("dinokit: error: ")]
+    assert len(lines) == 3 and all(any(n in ln for n in ("broken.png", "empty.jpg", "notes.jpg")) for ln in lines)
+    assert "3 of 6 image(s) failed: broken, empty, notes" in err
+    assert (out / "a.safetensors").is_file() and (out / "sub" / "c.safetensors").is_file()
+    assert not list(out.rglob("*.tmp*"))
+    for bad in ("broken.png", "empty.jpg", "notes.jpg"):
+        (imgs / bad).unlink()
+    assert main(["extract", str(imgs), "-o", str(out), *common]) == 0
+    assert "skipped 3 already done" in capsys.readouterr().err
+    (imgs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    assert main(["extract", str(imgs), "-o", str(tmp_path / "ff"), *common, "-q", "--fail-fast"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("dinokit: error: ") and "broken.png" in err and len(err.splitlines()) == 1
-    assert (out / "a.safetensors").is_file()  # written before the bad file (sorted order: a, b, broken)
-    assert not list(out.rglob("*.tmp*"))
-    (imgs / "broken.png").unlink()
-    assert main(["extract", str(imgs), "-o", str(out), *common]) == 0
-    err = capsys.readouterr().err
-    assert "wrote 1 file(s)" in err and "skipped 2 already done" in err  # resumed: only sub/c was left
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):

@@ -143,15 +143,15 @@ def test_label_png_and_visualization():
 def test_part_legend():
     from dinokit.tasks.parts import PART_COLORS, part_legend, with_legend
 
-    strip = part_legend(224, 4)
-    assert strip.shape[1] == 224 and strip.shape[0] < 40
+    strip = part_legend(512, 4)  # vis pictures are at least 512 pixels on the long side
+    assert strip.shape[1] == 512 and 20 <= strip.shape[0] < 40  # one row, text readable (not 8 px)
     flat = {tuple(c) for c in strip.reshape(-1, 3).tolist()}
     assert all(c in flat for c in PART_COLORS[:4]) and PART_COLORS[4] not in flat
-    many = part_legend(224, 12)
+    many = part_legend(512, 12)
     assert many.shape[0] > strip.shape[0]  # wrapped over more rows
-    img = np.zeros((50, 224, 3), np.uint8)
+    img = np.zeros((50, 512, 3), np.uint8)
     both = with_legend(img, 4)
-    assert both.shape == (50 + strip.shape[0], 224, 3) and (both[:50] == 0).all()
+    assert both.shape == (50 + strip.shape[0], 512, 3) and (both[:50] == 0).all()
 
 
 def test_no_foreground_is_a_clear_error():

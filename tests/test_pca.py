@@ -94,7 +94,7 @@ def test_component_images():
 
 def test_pca_images_and_cli(tmp_path, data_dir, tiny_model, tiny_weights):
     files = sorted((data_dir / "pf-willow" / "motorbike(G)").glob("*.png"))[:2]
-    res = pca_images(Extractor(tiny_model, stride=8, load_size=64, device="cpu"), files, 3)
+    res = pca_images(Extractor(tiny_model, stride=8, load_size=64, device="cpu"), files, components=3)
     assert [r.components.shape[-1] for r in res] == [3, 3]
     out = tmp_path / "pca"
     args = ["pca", *map(str, files), "-o", str(out), "--weights", str(tiny_weights), "--load-size", "64",

@@ -42,7 +42,7 @@ def test_frames_from_a_video_file(small_video, tmp_path):
 
 
 def test_bad_sources(tmp_path):
-    with pytest.raises(ImageError, match="no frame images"):
+    with pytest.raises(ImageError, match="no image files"):
         video_frames(tmp_path)
     with pytest.raises(ImageError, match="no such video"):
         video_frames(tmp_path / "missing.mp4", frames_dir=tmp_path)
@@ -51,6 +51,15 @@ def test_bad_sources(tmp_path):
         video_frames(tmp_path / "notes.txt", frames_dir=tmp_path)
     with pytest.raises(DinokitError, match="frame step"):
         video_frames(tmp_path, frame_step=0)
+
+
+def test_sequence_folder_holding_frames_is_found_as_the_positional_form_finds_it(data_dir):
+    """``parts --video davis2016/blackswan`` (a sequence folder with frames/) reads the same frames as a set."""
+    from dinokit.tasks.cosegmentation import images_of_set
+
+    seq = data_dir / "davis2016" / "blackswan"
+    frames = video_frames(seq, frame_step=10)
+    assert frames and frames == images_of_set(seq)[::10]
 
 
 def test_video_parts_on_a_davis_sequence(swan, tiny_weights, tmp_path):
@@ -100,6 +109,7 @@ def test_cli_video_file_to_gif(small_video, tiny_weights, tmp_path, capsys):
 
     gif = iio.imread(out / "overlay.gif")
     assert gif.shape[0] == 3
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # decoded frames cleaned up
+    # decoded frames cleaned up; the run record is the only hidden file
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".dinokit-run.json"]
     assert main(["parts", "--video", str(small_video), "img.jpg", "-o", str(out), "-q"]) == 2
     assert "do not give images" in capsys.readouterr().err

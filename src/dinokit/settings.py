@@ -154,6 +154,11 @@ class TaskSettings:
             raise DinokitError(f"expected {cls.__name__}, got {type(base).__name__}")
         return base.replace(**overrides)
 
+    @staticmethod
+    def explicit(settings: Optional["TaskSettings"], overrides: dict[str, Any]) -> set[str]:
+        """Names the caller chose: every field of a settings object it passed, plus its keyword overrides."""
+        return set(overrides) | ({f.name for f in fields(settings)} if settings is not None else set())
+
     def to_record(self) -> dict[str, Any]:
         """The settings as plain JSON values (tuples become lists), for the record stored with outputs."""
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}

@@ -53,7 +53,7 @@ def run_jobs(args: argparse.Namespace, command: str, settings_class: type[TaskSe
     jobs = set_jobs(args)
     folder = start_run(args, command, settings, save_intermediate=args.save_intermediate)
     ext = extractor_from_args(args, settings) if folder.pending([j[0] for j in jobs]) else None
-    failures = ItemFailures(args.fail_fast, "set")
+    failures = ItemFailures(args.fail_fast or args.sets_root is None, "set")  # one set given: its error ends the run
 
     def work(name: str, job: tuple[Any, Path]) -> None:
         images, out = job

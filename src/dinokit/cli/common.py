@@ -94,9 +94,20 @@ def add_settings(parser: Any, cls: type[TaskSettings], title: Optional[str] = No
                                help=text)
             continue
         parse = meta.get("parse") or (type(default) if default is not None else _optional_int)
+        if isinstance(default, tuple):  # a list: comma-separated, and the flag may be repeated
+            group.add_argument(flag, dest=f.name, type=parse, action=_Extend, default=argparse.SUPPRESS,
+                               metavar=meta.get("metavar"), help=(text + "; repeatable").replace("%", "%%"))
+            continue
         group.add_argument(flag, dest=f.name, type=parse, default=argparse.SUPPRESS, choices=meta.get("choices"),
                            metavar=meta.get("metavar") or (None if meta.get("choices") else _metavar(default)),
                            help=text.replace("%", "%%"))
+
+
+class _Extend(argparse.Action):
+    """``--layer 9,11`` and ``--layer 9 --layer 11`` both give ``(9, 11)``."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        setattr(namespace, self.dest, tuple(getattr(namespace, self.dest, ())) + tuple(values))
 
 
 def _optional_int(text: str) -> Optional[int]:

@@ -320,6 +320,36 @@ def as_extractor(
                      saliency_heads=saliency_heads, progress=progress)
 
 
+def extractor_for_settings(
+    source: Union["Extractor", str, PathLike, torch.nn.Module, None],
+    settings: Any,
+    explicit: Iterable[str],
+    weights: Optional[PathLike] = None,
+    *,
+    device: Union[str, torch.device, None] = None,
+    dtype: Union[str, torch.dtype, None] = None,
+    progress: bool = True,
+) -> tuple["Extractor", Any]:
+    """The extractor a task runs with, and its settings with the stride and load size it really uses.
+
+    The one rule for an :class:`Extractor` handed to a task: the settings it
+    was given explicitly (``explicit`` names them: the keyword overrides, or
+    every field when a settings object was passed) are applied by deriving
+    from it; its own stride, load size and saliency heads stand for the rest.
+    Anything else builds an extractor from the settings (:func:`as_extractor`).
+    """
+    keys = ("stride", "load_size", "saliency_heads")
+    if isinstance(source, Extractor):
+        given = set(explicit)
+        ex = source.derive(device=device, dtype=dtype, **{k: getattr(settings, k) for k in keys if k in given})
+    else:
+        ex = as_extractor(source, weights, stride=settings.stride, load_size=settings.load_size, device=device,
+                          dtype=dtype, saliency_heads=settings.saliency_heads, progress=progress)
+    return ex, settings.replace(stride=ex.stride, load_size=ex.load_size,
+                                saliency_heads=ex.saliency_heads if ex.saliency_heads is None
+                                else tuple(ex.saliency_heads))
+
+
 def split_features(feats: Features) -> list[Features]:
     """Split a batched :class:`Features` into one per image."""
     n = len(feats.geometry)

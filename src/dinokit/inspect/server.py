@@ -432,12 +432,12 @@ def serve_inspector(
     stdout once the server listens; a ``host`` that is not a loopback address
     is allowed with a warning on stderr. Returns 0 after a clean stop.
     """
-    from ..features import as_extractor
+    from ..features.extractor import extractor_for_settings
 
     st = InspectorSettings.resolve(settings, **overrides)
-    extractor = as_extractor(extractor if extractor is not None else model, weights, stride=st.stride,
-                             load_size=st.load_size, device=device, dtype=dtype, saliency_heads=st.saliency_heads,
-                             progress=progress)
+    extractor, st = extractor_for_settings(extractor if extractor is not None else model, st,
+                                           st.explicit(settings, overrides), weights, device=device, dtype=dtype,
+                                           progress=progress)
     session = InspectorSession(images, extractor, st)
     try:
         session.compute(progress=progress)

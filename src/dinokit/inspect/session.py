@@ -151,6 +151,8 @@ class InspectorSession:
         **overrides: Any,
     ) -> None:
         st = InspectorSettings.resolve(settings, **overrides)
+        if "stride" not in st.explicit(settings, overrides):
+            st = st.replace(stride=extractor.stride)  # the extractor's own stride, as for every task
         if not images:
             raise DinokitError("give at least one image to inspect")
         if cache_size < 1:

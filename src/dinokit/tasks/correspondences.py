@@ -42,7 +42,7 @@ from ..blocks.matching import Descriptors, as_matrix, best_buddies, normalize_de
 from ..errors import DinokitError
 from ..features.binned_similarity import LogBinned
 from ..features.coords import GridGeometry
-from ..features.extractor import Extractor, ImageInput, as_extractor
+from ..features.extractor import Extractor, ImageInput, extractor_for_settings
 from ..features.image import LoadedImage
 from ..settings import CorrespondenceSettings
 
@@ -338,10 +338,11 @@ class CorrespondenceFinder:
     """Correspondences between image pairs with one loaded model (the paper's defaults).
 
     Args:
-        extractor: an :class:`Extractor` (its backbone is used at the
-            settings' stride, load size and saliency heads, and on
-            ``device``/``dtype`` when given), a model name or weights file, or
-            ``None`` (``weights``, else the default model).
+        extractor: an :class:`Extractor` (used as it is, derived for the
+            stride, load size or saliency heads given explicitly:
+            :func:`~dinokit.features.extractor.extractor_for_settings`), a
+            model name or weights file, or ``None`` (``weights``, else the
+            default model).
         settings: :class:`~dinokit.settings.CorrespondenceSettings` (default:
             the paper's: layer 9 log-binned keys, stride "auto", load size
             224, 10 pairs, saliency threshold 0.05); ``overrides`` change
@@ -368,10 +369,10 @@ class CorrespondenceFinder:
         progress: bool = True,
         **overrides: Any,
     ) -> None:
-        self.settings = CorrespondenceSettings.resolve(settings, **overrides)
+        st = CorrespondenceSettings.resolve(settings, **overrides)
+        self.extractor, self.settings = extractor_for_settings(
+            extractor, st, st.explicit(settings, overrides), weights, device=device, dtype=dtype, progress=progress)
         st = self.settings
-        self.extractor = as_extractor(extractor, weights, stride=st.stride, load_size=st.load_size, device=device,
-                                      dtype=dtype, saliency_heads=st.saliency_heads, progress=progress)
         self.num_pairs = st.num_pairs
         self.layer = self.extractor.layer_index(st.layer)
         self.facet = st.facet

@@ -57,7 +57,8 @@ from ..blocks.refine import grabcut_refine, upsample_mask
 from ..blocks.store import DescriptorStore
 from ..devices import resolve_device
 from ..errors import DinokitError, ImageError
-from ..features import Extractor, as_extractor
+from ..features import Extractor
+from ..features.extractor import extractor_for_settings
 from ..features.binning import log_bin
 from ..features.image import IMAGE_SUFFIXES, LoadedImage, folder_images, list_images, open_image
 from ..io import unique_output_names
@@ -392,6 +393,7 @@ class CoSegmentation:
         **overrides: Any,
     ) -> None:
         self.settings = self.settings_class.resolve(settings, **overrides)
+        self._explicit = self.settings.explicit(settings, overrides)
         for f in fields(self.settings):  # scikit-learn style: every parameter is an attribute
             setattr(self, f.name, getattr(self.settings, f.name))
         self.extractor = extractor
@@ -404,9 +406,10 @@ class CoSegmentation:
     # --- helpers shared with the part co-segmentation -------------------------
     def _extractor(self) -> Extractor:
         if not hasattr(self, "extractor_"):
-            self.extractor_ = as_extractor(self.extractor, self.weights, stride=self.stride,
-                                           load_size=self.load_size, device=self.device, dtype=self.dtype,
-                                           saliency_heads=self.saliency_heads, progress=self.progress)
+            self.extractor_, self.settings = extractor_for_settings(
+                self.extractor, self.settings, self._explicit, self.weights, device=self.device, dtype=self.dtype,
+                progress=self.progress)
+            self.stride, self.load_size = self.settings.stride, self.settings.load_size
         return self.extractor_
 
     def _kmeans_kwargs(self) -> dict:

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..errors import DinokitError
 from ..features.coords import GridGeometry
-from ..features.extractor import Extractor, Features, ImageInput, as_extractor
+from ..features.extractor import Extractor, Features, ImageInput, extractor_for_settings
 from ..features.image import LoadedImage
 from ..settings import PCASettings
 
@@ -171,7 +171,7 @@ def pca_images(
     for all images); the backbone runs at the settings' stride and load size.
     """
     st = PCASettings.resolve(settings, **overrides)
-    extractor = as_extractor(extractor, stride=st.stride, load_size=st.load_size, saliency_heads=st.saliency_heads)
+    extractor, st = extractor_for_settings(extractor, st, st.explicit(settings, overrides))
     feats: list[Features] = extractor.extract_many(list(images), progress=progress, layers=st.layer,
                                                    facets=st.facet, bin=st.bin)
     descs = [f.get()[0] for f in feats]

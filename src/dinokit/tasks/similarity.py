@@ -34,7 +34,7 @@ from torch import Tensor
 from ..blocks.matching import normalize_descriptors, refine_peak
 from ..errors import DinokitError
 from ..features.coords import GridGeometry
-from ..features.extractor import Extractor, Features, ImageInput, as_extractor
+from ..features.extractor import Extractor, Features, ImageInput, extractor_for_settings
 from ..settings import SimilaritySettings
 
 if TYPE_CHECKING:
@@ -197,8 +197,7 @@ class SimilarityIndex:
         load size (:func:`~dinokit.features.as_extractor`).
         """
         st = SimilaritySettings.resolve(settings, **overrides)
-        extractor = as_extractor(extractor, stride=st.stride, load_size=st.load_size,
-                                 saliency_heads=st.saliency_heads)
+        extractor, st = extractor_for_settings(extractor, st, st.explicit(settings, overrides))
         feats = extractor.extract_many(list(images), progress=progress, layers=st.layer, facets=st.facet, bin=False)
         if not st.bin:
             return cls.from_features(feats, device=extractor.device)
