@@ -228,3 +228,17 @@ def test_folder_features_use_the_models_normalisation(tmp_path, tiny_weights):
         imagenet = model(eval_transform(image, 32)[None])[0]
     torch.testing.assert_close(got[0], want, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(got[0], imagenet, atol=1e-3)
+
+
+def test_unavailable_device_is_one_line_error(tmp_path, golden, capsys, monkeypatch):
+    tr, trl, te, tel, _ = golden
+    FeatureSet(tr, trl, [str(i) for i in range(10)]).save(tmp_path / "train.safetensors")
+    FeatureSet(te, tel, [str(i) for i in range(10)]).save(tmp_path / "test.safetensors")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    rc = main(["knn", "--train", str(tmp_path / "train.safetensors"), "--test", str(tmp_path / "test.safetensors"),
+               "-q", "--device", "cuda"])
+    captured = capsys.readouterr()
+    assert rc == 2 and captured.err.count("\n") == 1 and "device cuda requested" in captured.err
+    assert "Traceback" not in captured.err and "top-1" not in captured.out
+    with pytest.raises(DinokitError, match="'foo' is not a device"):
+        KNNClassifier(device="foo")

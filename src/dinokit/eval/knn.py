@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from ..devices import resolve_device
 from ..errors import DinokitError, ImageError
 from ..features.image import IMAGE_SUFFIXES, open_image
 from ..io import save_json, save_tensors
@@ -143,7 +144,7 @@ class KNNClassifier:
         self.normalize = normalize
         self.chunk_size = chunk_size
         self.train_chunk_size = train_chunk_size
-        self.device = device
+        self.device = resolve_device(device) if device is not None else None
 
     def _prep(self, features: Any) -> Tensor:
         t = torch.as_tensor(np.asarray(features) if not isinstance(features, Tensor) else features)
@@ -420,7 +421,7 @@ def extract_folder_features(
                 return FeatureSet(cached.features, cached.labels, classes, [str(p) for p in paths])
         except DinokitError:
             pass  # a damaged cache entry is recomputed
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    dev = resolve_device(device) if device is not None else next(model.parameters()).device
     model = model.to(dev).eval()
     loader = torch.utils.data.DataLoader(
         _EvalImages(paths, image_size, resize_size, mean, std), batch_size=batch_size, num_workers=num_workers,
