@@ -18,6 +18,7 @@ from ..eval.knn import (
     save_result,
 )
 from ..features import parse_dtype
+from ..train.notices import one_line_warnings
 from .common import add_model_args, add_overwrite, add_quiet, model_from_args
 
 
@@ -55,6 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with one_line_warnings():  # shown with or without --quiet
+        return _knn(args)
+
+
+def _knn(args: argparse.Namespace) -> int:
+    """Features of both sets (from files, the cache or the model), the k-NN accuracies, the table and the JSON."""
     if args.out is not None and args.out.exists() and not args.overwrite:
         raise DinokitError(f"{args.out}: already exists (pass --overwrite to replace it)")
     device = resolve_device(args.device)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..train import PRESETS, DinoTrainer
+from ..train.notices import one_line_warnings
 from .common import add_overwrite, add_quiet
 
 # (option, TrainConfig field, type, help). Defaults come from the preset, so every option defaults to None here.
@@ -93,6 +94,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with one_line_warnings():  # shown with or without --quiet
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Build the trainer from the options, fit it and report how the run ended."""
     options = {dest: getattr(args, dest) for _, dest, _, _ in _OPTIONS}
     for dest in ("global_crops_scale", "local_crops_scale", "norm_last_layer", "use_bn_in_head", "amp",
                  "init_model", "init_weights", "num_heads"):

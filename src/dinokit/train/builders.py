@@ -25,6 +25,7 @@ from .data import EpochSampler, MultiCropDataset
 from .distributed import DistInfo
 from .head import DINOHead, MultiCropWrapper
 from .loss import DINOLoss
+from .notices import warn_dropped_images
 from .schedules import cosine_schedule
 
 PathLike = Union[str, os.PathLike]
@@ -152,6 +153,9 @@ def build_schedules(config: TrainConfig, niter: int, world_size: int) -> Schedul
 # --------------------------------------------------------------------------- data
 def build_data(data: DataInput, config: TrainConfig, info: DistInfo) -> tuple[MultiCropDataset, EpochSampler]:
     """The multi-crop dataset and this process's epoch sampler; at least one whole batch per epoch.
+
+    Every step takes a whole batch on every process, so the images beyond the
+    last whole batch are left out of each epoch: the main process warns.
     """
     augmentation = MultiCropAugmentation(
         global_size=config.global_size,
@@ -167,6 +171,8 @@ def build_data(data: DataInput, config: TrainConfig, info: DistInfo) -> tuple[Mu
             f"{data if isinstance(data, (str, os.PathLike)) else 'data'}: {len(dataset)} images are fewer "
             f"than one batch ({config.batch_size} per process x {info.world_size} process(es)); lower --batch-size"
         )
+    if info.is_main:
+        warn_dropped_images(len(dataset), config.batch_size, info.world_size)
     return dataset, sampler
 
 

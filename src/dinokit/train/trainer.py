@@ -27,6 +27,7 @@ from .checkpoint import CHECKPOINT_NAME, BACKBONE_NAME, existing_outputs, load_c
 from .config import TrainConfig
 from .distributed import DistInfo, setup, teardown
 from .loop import StopRequest, cancel_last_layer_gradients, clip_gradients, ema_update, train_until
+from .notices import warn_short_run
 from .state import TrainRun, build_run, prepare_run_dir
 
 PathLike = Union[str, os.PathLike]
@@ -134,6 +135,8 @@ class DinoTrainer:
     def _fit(self, info: DistInfo, resume: bool, stop_at_epoch: Optional[int], stop_at_step: Optional[int]) -> "DinoTrainer":
         state = self._load_state(info, resume)
         self.config = self._resolve_config(info, state["config"] if state else None)
+        if info.is_main:
+            warn_short_run(self.config)
         run = build_run(self.data, self.run_dir, self.config, info, state)
         prepare_run_dir(run, fresh=state is None)
         end_step = run.total_steps
