@@ -15,7 +15,8 @@ Layout: :mod:`.builders` (networks, optimiser, schedules, data),
 epoch, stop), :mod:`.checkpoint` (saving) and :mod:`.trainer` (the API).
 
 Augmentation runs on PIL images in the data-loader workers (the reference's
-own pipeline; torchvision is not required).
+own pipeline; torchvision is not required), or, on CUDA by default, in
+batches on the device from decoded images (:mod:`.batch_augment`).
 """
 
 from .augment import MultiCropAugmentation

@@ -20,6 +20,7 @@ from torch import nn
 from ..errors import DinokitError
 from ..models import ArchConfig, VisionTransformer, arch_preset, load_model
 from .augment import MultiCropAugmentation
+from .batch_augment import BatchMultiCrop
 from .config import TrainConfig
 from .data import EpochSampler, MultiCropDataset
 from .distributed import DistInfo
@@ -151,8 +152,18 @@ def build_schedules(config: TrainConfig, niter: int, world_size: int) -> Schedul
 
 
 # --------------------------------------------------------------------------- data
-def build_data(data: DataInput, config: TrainConfig, info: DistInfo) -> tuple[MultiCropDataset, EpochSampler]:
-    """The multi-crop dataset and this process's epoch sampler; at least one whole batch per epoch.
+def use_batch_augment(config: TrainConfig, device: torch.device) -> bool:
+    """Whether crops are drawn on the device in batches: ``config.batch_augment``, by default only on CUDA."""
+    return bool(config.batch_augment) if config.batch_augment is not None else device.type == "cuda"
+
+
+def build_data(
+    data: DataInput, config: TrainConfig, info: DistInfo
+) -> tuple[MultiCropDataset, EpochSampler, Optional[BatchMultiCrop]]:
+    """The dataset, this process's epoch sampler and, when crops are made on the device, the batch augmenter.
+
+    With a batch augmenter the dataset yields decoded source images (its
+    :attr:`~BatchMultiCrop.source`), else each image's PIL-made crops.
 
     Every step takes a whole batch on every process, so the images beyond the
     last whole batch are left out of each epoch: the main process warns.
@@ -164,7 +175,8 @@ def build_data(data: DataInput, config: TrainConfig, info: DistInfo) -> tuple[Mu
         global_crops_scale=tuple(config.global_crops_scale),
         local_crops_scale=tuple(config.local_crops_scale),
     )
-    dataset = MultiCropDataset(data, augmentation, seed=config.seed)
+    batch_aug = BatchMultiCrop(augmentation) if use_batch_augment(config, info.device) else None
+    dataset = MultiCropDataset(data, batch_aug.source if batch_aug else augmentation, seed=config.seed)
     sampler = EpochSampler(len(dataset), config.batch_size, config.seed, info.rank, info.world_size)
     if sampler.batches_per_epoch == 0:
         raise DinokitError(
@@ -173,7 +185,7 @@ def build_data(data: DataInput, config: TrainConfig, info: DistInfo) -> tuple[Mu
         )
     if info.is_main:
         warn_dropped_images(len(dataset), config.batch_size, info.world_size)
-    return dataset, sampler
+    return dataset, sampler, batch_aug
 
 
 def default_num_workers(device: torch.device) -> int:
@@ -200,4 +212,5 @@ __all__ = [
     "default_num_workers",
     "params_groups",
     "place_networks",
+    "use_batch_augment",
 ]

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from ..errors import DinokitError, ImageError
 from .augment import normalize_batch
+from .batch_augment import collate_sources
 from .checkpoint import save_run
 from .data import collate_crops, describe_loader_error, sample_seed
 from .distributed import DistInfo, all_reduce_sum, barrier
@@ -62,6 +63,14 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     torch._foreach_add_(t_params, s_params, alpha=1.0 - momentum)
 
 
+def device_crops(run: TrainRun, it: int, batch: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
+    """The step's multi-crop batches made on the device from the loader's source images (seeded by step and rank)."""
+    canvas, sizes = batch
+    gen = torch.Generator().manual_seed(sample_seed(run.config.seed, it, -(1 << 20) - run.info.rank) % (2**63))
+    assert run.batch_augment is not None
+    return run.batch_augment(canvas.to(run.device, non_blocking=True), sizes, gen)
+
+
 def dino_forward(run: TrainRun, it: int, epoch: int, crops: list[torch.Tensor]) -> torch.Tensor:
     """Set this step's learning rate and weight decay, then the loss of teacher (global crops) vs. student (all)."""
     for i, group in enumerate(run.optimizer.param_groups):
@@ -70,6 +79,8 @@ def dino_forward(run: TrainRun, it: int, epoch: int, crops: list[torch.Tensor]) 
             group["weight_decay"] = float(run.schedules.wd[it])
     # Drop-path masks come from the global generator: seed it per step (and process).
     torch.manual_seed(sample_seed(run.config.seed, it, run.info.rank) % (2**63))
+    if run.batch_augment is not None:
+        crops = device_crops(run, it, crops)
     mean, std = run.student.backbone.cfg.mean, run.student.backbone.cfg.std
     images = [normalize_batch(c.to(run.device, non_blocking=True), mean, std) for c in crops]
     with torch.autocast(device_type=run.device.type, dtype=torch.float16, enabled=run.use_amp):
@@ -188,7 +199,7 @@ def make_loader(run: TrainRun) -> DataLoader:
     # The loader draws its workers' base seed from the global generator: make that reproducible too.
     torch.manual_seed(sample_seed(run.config.seed, run.step, -1 - run.info.rank) % (2**63))
     return DataLoader(run.dataset, batch_size=run.config.batch_size, sampler=run.sampler, num_workers=run.num_workers,
-                      collate_fn=collate_crops, drop_last=True, pin_memory=run.device.type == "cuda",
+                      collate_fn=collate_sources if run.batch_augment is not None else collate_crops, drop_last=True, pin_memory=run.device.type == "cuda",
                       worker_init_fn=ignore_stop_signals if run.num_workers else None)
 
 
@@ -280,6 +291,7 @@ __all__ = [
     "cancel_last_layer_gradients",
     "clip_gradients",
     "close_epoch",
+    "device_crops",
     "dino_forward",
     "dino_update",
     "ema_update",

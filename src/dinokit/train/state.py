@@ -19,6 +19,7 @@ from torch import nn
 
 from ..io import save_json
 from ..models import ArchConfig
+from .batch_augment import BatchMultiCrop
 from .builders import (
     DataInput,
     Schedules,
@@ -59,6 +60,7 @@ class TrainRun:
     dino_loss: DINOLoss
     schedules: Schedules
     metrics: MetricsLog
+    batch_augment: Optional[BatchMultiCrop] = None
     step: int = 0
     epoch_loss: list = field(default_factory=lambda: [0.0, 0])
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -90,7 +92,7 @@ def build_run(
     data: DataInput, run_dir: Path, config: TrainConfig, info: DistInfo, state: Optional[dict[str, Any]] = None
 ) -> TrainRun:
     """Build every part of a run; with a checkpoint ``state``, restore it so training continues exactly."""
-    dataset, sampler = build_data(data, config, info)
+    dataset, sampler, batch_aug = build_data(data, config, info)
     niter = sampler.batches_per_epoch
     device = info.device
     if state is not None:
@@ -110,7 +112,7 @@ def build_run(
         student=student, teacher=teacher, ddp_student=ddp_student, optimizer=build_optimizer(student),
         scaler=torch.amp.GradScaler("cuda") if use_amp else None, dino_loss=build_loss(config, device),
         schedules=build_schedules(config, niter, info.world_size),
-        metrics=MetricsLog(run_dir / METRICS_NAME, enabled=info.is_main),
+        metrics=MetricsLog(run_dir / METRICS_NAME, enabled=info.is_main), batch_augment=batch_aug,
     )
     if state is not None:
         restore_progress(run, state)
