@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -228,3 +229,65 @@ def test_folder_features_use_the_models_normalisation(tmp_path, tiny_weights):
         imagenet = model(eval_transform(image, 32)[None])[0]
     torch.testing.assert_close(got[0], want, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(got[0], imagenet, atol=1e-3)
+
+
+def test_unavailable_device_is_one_line_error(tmp_path, golden, capsys, monkeypatch):
+    tr, trl, te, tel, _ = golden
+    FeatureSet(tr, trl, [str(i) for i in range(10)]).save(tmp_path / "train.safetensors")
+    FeatureSet(te, tel, [str(i) for i in range(10)]).save(tmp_path / "test.safetensors")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    rc = main(["knn", "--train", str(tmp_path / "train.safetensors"), "--test", str(tmp_path / "test.safetensors"),
+               "-q", "--device", "cuda"])
+    captured = capsys.readouterr()
+    assert rc == 2 and captured.err.count("\n") == 1 and "device cuda requested" in captured.err
+    assert "Traceback" not in captured.err and "top-1" not in captured.out
+    with pytest.raises(DinokitError, match="'foo' is not a device"):
+        KNNClassifier(device="foo")
+
+
+def _three_class_set(n_train: int = 20):
+    g = torch.Generator().manual_seed(3)
+    tr = torch.randn(n_train, 8, generator=g)
+    trl = torch.arange(n_train) % 3
+    te = tr[:6] + 0.01 * torch.randn(6, 8, generator=g)
+    return tr, trl, te, trl[:6]
+
+
+def test_k_beyond_the_training_set_is_said_and_uses_every_image():
+    tr, trl, te, tel = _three_class_set(20)
+    with pytest.warns(UserWarning, match="k=50 exceeds the 20 training images: computed with k=20"):
+        res = knn_classify(tr, trl, te, tel, k=[3, 50], num_classes=3)
+    assert res.k_used == {3: 3, 50: 20}
+    with pytest.warns(UserWarning):
+        every = knn_classify(tr, trl, te, tel, k=20, num_classes=3)
+    assert res.top1[50] == every.top1[20]
+    assert "50 (=20)" in res.table() and res.as_dict()["results"][1]["k_used"] == 20
+
+
+def test_top5_is_not_applicable_with_five_classes_or_fewer(golden):
+    tr, trl, te, tel = _three_class_set()
+    with pytest.warns(UserWarning, match="top-5 accuracy does not apply to 3 classes"):
+        res = knn_classify(tr, trl, te, tel, k=3, num_classes=3)
+    assert res.top5 == {3: None} and res.top1[3] > 0
+    assert res.table().splitlines()[1].split()[-1] == "n/a"
+    # ten classes: a real top-5, no warning
+    gtr, gtrl, gte, gtel, _ = golden
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert knn_classify(gtr, gtrl, gte, gtel, k=20, num_classes=10).top5[20] is not None
+
+
+def test_cli_knn_warnings_are_one_line_even_when_quiet(tmp_path, capsys):
+    tr, trl, te, tel = _three_class_set(20)
+    FeatureSet(tr, trl, ["a", "b", "c"]).save(tmp_path / "train.safetensors")
+    FeatureSet(te, tel, ["a", "b", "c"]).save(tmp_path / "test.safetensors")
+    out = tmp_path / "r.json"
+    rc = main(["knn", "--train", str(tmp_path / "train.safetensors"), "--test", str(tmp_path / "test.safetensors"),
+               "-k", "10", "200", "-o", str(out), "-q", "--device", "cpu"])
+    captured = capsys.readouterr()
+    err = captured.err.splitlines()
+    assert rc == 0 and len(err) == 2 and all(line.startswith("dinokit: warning: ") for line in err), err
+    assert "k=200 exceeds the 20 training images" in err[0] and "top-5" in err[1]
+    assert "200 (=20)" in captured.out and "n/a" in captured.out
+    rows = json.loads(out.read_text())["results"]
+    assert [r["top5"] for r in rows] == [None, None] and rows[1]["k_used"] == 20

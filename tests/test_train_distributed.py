@@ -1,4 +1,4 @@
-"""Two CPU processes with torchrun + gloo train like one process with the combined batch.
+"""Two CPU processes with torchrun + gloo train like one process with the combined batch; device choice.
 
 Each process takes its half of every global batch; DistributedDataParallel
 averages the gradients and the DINO center is all-reduced, so the losses and
@@ -15,7 +15,10 @@ import sys
 import pytest
 import torch
 
+from dinokit.cli import main
+from dinokit.errors import DinokitError
 from dinokit.train import DinoTrainer, load_checkpoint, read_metrics
+from dinokit.train.distributed import select_device, setup
 
 from .conftest import torch_threads
 from .test_train_data import make_noise_folder
@@ -59,3 +62,57 @@ def test_two_process_gloo_run_matches_single_process(tmp_path):
     # the schedules used the total batch: lr = 5e-4 * (2 x 4) / 256 at the end of warm-up (epoch 1, step 2)
     lrs = [r["lr"] for r in read_metrics(run / "metrics.jsonl") if r["type"] == "step"]
     assert lrs[1] == pytest.approx(0.0005 * 8 / 256)
+
+
+# --------------------------------------------------------------------------- device choice (CPU-only checks)
+def _fake_cuda(monkeypatch, count: int = 2, current: int = 0) -> list:
+    """Pretend ``count`` CUDA devices exist; returns the list of devices ``set_device`` was called with."""
+    calls: list = []
+
+    def set_device(dev):
+        dev = torch.device(dev)
+        if dev.index is None:  # what the real torch.cuda.set_device rejects
+            raise ValueError("Expected a torch.device with a specified index or an integer")
+        calls.append(dev)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current)
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    return calls
+
+
+def test_setup_gives_bare_cuda_its_index(monkeypatch):
+    calls = _fake_cuda(monkeypatch)
+    assert setup("cuda").device == torch.device("cuda", 0)
+    assert setup("cuda:1").device == torch.device("cuda", 1)
+    assert setup(None).device == torch.device("cuda", 0)
+    assert calls == [torch.device("cuda", 0), torch.device("cuda", 1), torch.device("cuda", 0)]
+    with pytest.raises(DinokitError, match="cuda:2.*only 2 CUDA device"):
+        setup("cuda:2")
+
+
+def test_torchrun_processes_take_their_local_gpu(monkeypatch):
+    _fake_cuda(monkeypatch, count=4)
+    assert select_device(None, world_size=2, local_rank=1) == torch.device("cuda", 1)
+    assert select_device("cuda", world_size=2, local_rank=1) == torch.device("cuda", 1)
+    assert select_device("cuda:3", world_size=2, local_rank=1) == torch.device("cuda", 3)
+    assert select_device("cpu", world_size=2, local_rank=1) == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_setup_cuda_without_cuda_is_one_line_error():
+    with pytest.raises(DinokitError) as err:
+        setup("cuda")
+    assert "device cuda requested" in str(err.value) and "available here: cpu" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_cli_train_bad_device_is_one_line(tmp_path, capsys):
+    images = make_noise_folder(tmp_path / "imgs", 4)
+    rc = main(["train", "--data", str(images), "-o", str(tmp_path / "run"), "--device", "foo", "-q"] + CLI_TINY)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "'foo'" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
+from ..devices import resolve_device
 from ..errors import DinokitError
 from ..eval.knn import (
     FeatureSet,
@@ -18,7 +17,8 @@ from ..eval.knn import (
     load_feature_file,
     save_result,
 )
-from ..features import default_device, parse_dtype
+from ..features import parse_dtype
+from ..train.notices import one_line_warnings
 from .common import add_model_args, add_overwrite, add_quiet, model_from_args
 
 
@@ -56,9 +56,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with one_line_warnings():  # shown with or without --quiet
+        return _knn(args)
+
+
+def _knn(args: argparse.Namespace) -> int:
+    """Features of both sets (from files, the cache or the model), the k-NN accuracies, the table and the JSON."""
     if args.out is not None and args.out.exists() and not args.overwrite:
         raise DinokitError(f"{args.out}: already exists (pass --overwrite to replace it)")
-    device = torch.device(args.device) if args.device else default_device()
+    device = resolve_device(args.device)
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
     model = None
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..train import PRESETS, DinoTrainer
+from ..train.notices import one_line_warnings
 from .common import add_overwrite, add_quiet
 
 # (option, TrainConfig field, type, help). Defaults come from the preset, so every option defaults to None here.
@@ -74,6 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train the norms of the head's last layer (better for ViT-S, less stable)")
     g.add_argument("--use-bn-in-head", dest="use_bn_in_head", action="store_const", const=True, default=None,
                    help="batch norm in the projection head")
+    g.add_argument("--batch-augment", dest="batch_augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="make the multi-crop augmentation on the device in batches (default: on with CUDA, off on CPU)")
     g.add_argument("--no-amp", dest="amp", action="store_const", const=False, default=None,
                    help="no mixed precision on GPU")
     m = p.add_argument_group("starting point (fine-tuning)")
@@ -93,8 +96,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with one_line_warnings():  # shown with or without --quiet
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Build the trainer from the options, fit it and report how the run ended."""
     options = {dest: getattr(args, dest) for _, dest, _, _ in _OPTIONS}
-    for dest in ("global_crops_scale", "local_crops_scale", "norm_last_layer", "use_bn_in_head", "amp",
+    for dest in ("global_crops_scale", "local_crops_scale", "norm_last_layer", "use_bn_in_head", "amp", "batch_augment",
                  "init_model", "init_weights", "num_heads"):
         options[dest] = getattr(args, dest)
     if options["global_crops_scale"] is not None:

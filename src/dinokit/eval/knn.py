@@ -10,6 +10,12 @@ result: any number of test images (the reference divides the test set into
 100 chunks and fails below 100 images); memory bounded by chunking both test
 and training features; several ``k`` from one neighbour search; features of
 image folders cached on disk.
+
+Shortfalls are said, not hidden: a ``k`` larger than the training set is
+evaluated with every training image voting (what the search can do; the
+reference would fail) and reported as ``k (=N)`` with a warning, and top-5
+accuracy is reported as not applicable (``None``/``n/a``) with 5 classes or
+fewer, where it cannot miss.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
@@ -27,10 +34,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from ..devices import resolve_device
 from ..errors import DinokitError, ImageError
 from ..features.image import IMAGE_SUFFIXES, open_image
 from ..io import save_json, save_tensors
 from ..models.config import IMAGENET_MEAN, IMAGENET_STD, input_normalization
+from ..train.notices import DinokitWarning, warn
 
 PathLike = Union[str, os.PathLike]
 FEATURE_FORMAT = "dinokit-features-v1"
@@ -78,15 +87,21 @@ def knn_votes(sim: Tensor, labels: Tensor, k: int, temperature: float, num_class
 
 @dataclass
 class KNNResult:
-    """Accuracies (percent) for each ``k``: ``top1[k]``, ``top5[k]``; ``num_test`` images, ``temperature``."""
+    """Accuracies (percent) for each ``k``: ``top1[k]``, ``top5[k]``; ``num_test`` images, ``temperature``.
+
+    ``top5[k]`` is ``None`` (not applicable) with 5 classes or fewer, where the
+    5 best guesses hold every class. ``k_used[k]`` is the number of neighbours
+    that actually voted: ``k``, or the training-set size when ``k`` exceeds it.
+    """
 
     top1: dict[int, float]
-    top5: dict[int, float]
+    top5: dict[int, Optional[float]]
     num_train: int
     num_test: int
     num_classes: int
     temperature: float
     predictions: dict[int, Tensor] = field(default_factory=dict, repr=False)
+    k_used: dict[int, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -94,12 +109,22 @@ class KNNResult:
             "num_train": self.num_train,
             "num_test": self.num_test,
             "num_classes": self.num_classes,
-            "results": [{"k": k, "top1": self.top1[k], "top5": self.top5[k]} for k in sorted(self.top1)],
+            "results": [{"k": k, "k_used": self.k_used.get(k, k), "top1": self.top1[k], "top5": self.top5[k]}
+                        for k in sorted(self.top1)],
         }
 
     def table(self) -> str:
-        lines = [f"{'k':>5}  {'top-1':>7}  {'top-5':>7}"]
-        lines += [f"{k:>5}  {self.top1[k]:7.2f}  {self.top5[k]:7.2f}" for k in sorted(self.top1)]
+        """A text table; ``n/a`` for a top-5 that does not apply, ``k (=N)`` where only N neighbours exist."""
+        def k_label(k: int) -> str:
+            used = self.k_used.get(k, k)
+            return str(k) if used == k else f"{k} (={used})"
+
+        def pct(v: Optional[float]) -> str:
+            return f"{v:7.2f}" if v is not None else f"{'n/a':>7}"
+
+        width = max([5] + [len(k_label(k)) for k in self.top1])
+        lines = [f"{'k':>{width}}  {'top-1':>7}  {'top-5':>7}"]
+        lines += [f"{k_label(k):>{width}}  {pct(self.top1[k])}  {pct(self.top5[k])}" for k in sorted(self.top1)]
         return "\n".join(lines)
 
 
@@ -143,7 +168,7 @@ class KNNClassifier:
         self.normalize = normalize
         self.chunk_size = chunk_size
         self.train_chunk_size = train_chunk_size
-        self.device = device
+        self.device = resolve_device(device) if device is not None else None
 
     def _prep(self, features: Any) -> Tensor:
         t = torch.as_tensor(np.asarray(features) if not isinstance(features, Tensor) else features)
@@ -193,13 +218,19 @@ class KNNClassifier:
         return self.predict_scores(features, k).argmax(dim=1)
 
     def evaluate(self, features: Any, labels: Any) -> KNNResult:
-        """Top-1 / top-5 accuracy (percent) of every configured ``k`` on labelled test features."""
+        """Top-1 / top-5 accuracy (percent) of every configured ``k`` on labelled test features.
+
+        A ``k`` larger than the training set is evaluated with every training
+        image voting (``k_used``), and top-5 is ``None`` with 5 classes or
+        fewer; both are reported with a :class:`~dinokit.train.notices.DinokitWarning`.
+        """
         feats = self._prep(features)
         labs = torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels).long()
         if labs.ndim != 1 or labs.shape[0] != feats.shape[0]:
             raise DinokitError(f"{feats.shape[0]} test features but labels of shape {tuple(labs.shape)}")
         if feats.shape[0] == 0:
             raise DinokitError("no test features")
+        k_used = self._warn_shortfalls()
         top1 = {k: 0 for k in self.ks}
         top5 = {k: 0 for k in self.ks}
         preds: dict[int, list[Tensor]] = {k: [] for k in self.ks}
@@ -212,19 +243,37 @@ class KNNClassifier:
                 top5[k] += int(correct[:, : min(5, k, order.shape[1])].sum())
                 preds[k].append(order[:, 0].cpu())
         n = feats.shape[0]
+        top5_applies = self.num_classes_ > 5
         return KNNResult(
             {k: top1[k] * 100.0 / n for k in self.ks},
-            {k: top5[k] * 100.0 / n for k in self.ks},
+            {k: top5[k] * 100.0 / n if top5_applies else None for k in self.ks},
             int(self.train_features_.shape[0]),
             n,
             self.num_classes_,
             self.temperature,
             {k: torch.cat(v) for k, v in preds.items()},
+            k_used,
         )
+
+    def _warn_shortfalls(self) -> dict[int, int]:
+        """Warn about ``k`` beyond the training set and a top-5 that cannot miss; returns the ``k`` actually used."""
+        n_train = int(self.train_features_.shape[0])
+        k_used = {k: min(k, n_train) for k in self.ks}
+        too_big = [k for k in self.ks if k > n_train]
+        if too_big:
+            warn(f"k={', '.join(map(str, too_big))} exceed{'s' if len(too_big) == 1 else ''} the {n_train} training "
+                 f"images: computed with k={n_train} (every training image votes), shown as '(={n_train})'",
+                 stacklevel=4)
+        if self.num_classes_ <= 5:
+            warn(f"top-5 accuracy does not apply to {self.num_classes_} classes (the 5 best guesses hold every "
+                 "class, so it would always be 100 %); reported as n/a", stacklevel=4)
+        return k_used
 
     def score(self, features: Any, labels: Any) -> float:
         """Top-1 accuracy as a fraction (scikit-learn convention) for the smallest configured ``k``."""
-        return self.evaluate(features, labels).top1[self.ks[0]] / 100.0
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="top-5 accuracy does not apply", category=DinokitWarning)
+            return self.evaluate(features, labels).top1[self.ks[0]] / 100.0
 
 
 def knn_classify(
@@ -420,7 +469,7 @@ def extract_folder_features(
                 return FeatureSet(cached.features, cached.labels, classes, [str(p) for p in paths])
         except DinokitError:
             pass  # a damaged cache entry is recomputed
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    dev = resolve_device(device) if device is not None else next(model.parameters()).device
     model = model.to(dev).eval()
     loader = torch.utils.data.DataLoader(
         _EvalImages(paths, image_size, resize_size, mean, std), batch_size=batch_size, num_workers=num_workers,

@@ -10,8 +10,13 @@
   :class:`MultiCropWrapper`, :class:`MultiCropAugmentation`,
   :func:`cosine_schedule`.
 
+Layout: :mod:`.builders` (networks, optimiser, schedules, data),
+:mod:`.state` (a run's parts, fresh or restored), :mod:`.loop` (step,
+epoch, stop), :mod:`.checkpoint` (saving) and :mod:`.trainer` (the API).
+
 Augmentation runs on PIL images in the data-loader workers (the reference's
-own pipeline; torchvision is not required).
+own pipeline; torchvision is not required), or, on CUDA by default, in
+batches on the device from decoded images (:mod:`.batch_augment`).
 """
 
 from .augment import MultiCropAugmentation

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import TYPE_CHECKING, Any, Iterable, Union
 
 import torch
 
 from ..errors import DinokitError
 from ..io import atomic_path, write_atomic
+from ..models import save_backbone
+
+if TYPE_CHECKING:
+    from .state import TrainRun
 
 PathLike = Union[str, os.PathLike]
 CHECKPOINT_FORMAT = "dinokit-train-v1"
@@ -53,6 +58,38 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
         if key not in state:
             raise DinokitError(f"{path}: incomplete training checkpoint (no '{key}')")
     return state
+
+
+def run_state(run: "TrainRun", epochs_done: int) -> dict[str, Any]:
+    """What a checkpoint of ``run`` holds: networks, optimiser, scaler, center, position and configuration."""
+    return {
+        "student": run.student.state_dict(),
+        "teacher": run.teacher.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "fp16_scaler": run.scaler.state_dict() if run.scaler is not None else None,
+        "dino_loss": run.dino_loss.state_dict(),
+        "epoch": epochs_done,
+        "step": run.step,
+        "epoch_loss": list(run.epoch_loss),
+        "niter_per_epoch": run.niter,
+        "world_size": run.info.world_size,
+        "config": run.config.to_dict(),
+        "arch": run.arch.to_metadata(),
+    }
+
+
+def save_run(run: "TrainRun") -> None:
+    """Main process: write the checkpoint, export the teacher backbone and keep a numbered copy when due."""
+    if not run.info.is_main:
+        return
+    step, epochs_done = run.step, run.step // run.niter
+    save_checkpoint(run.checkpoint_path, run_state(run, epochs_done))
+    save_backbone(run.teacher.backbone, run.run_dir / BACKBONE_NAME,
+                  extra={"dinokit_train_step": str(step), "dinokit_train_epochs": str(epochs_done)})
+    freq = run.config.saveckp_freq
+    if freq and step % run.niter == 0 and epochs_done % freq == 0:
+        with atomic_path(run.run_dir / f"checkpoint{epochs_done:04d}.pth") as tmp:
+            shutil.copyfile(run.checkpoint_path, tmp)
 
 
 class MetricsLog:
@@ -100,6 +137,7 @@ def read_metrics(path: PathLike) -> list[dict[str, Any]]:
 
 
 def existing_outputs(run_dir: PathLike, names: Iterable[str] = (CHECKPOINT_NAME, BACKBONE_NAME, METRICS_NAME)) -> list[Path]:
+    """The files among ``names`` that ``run_dir`` already holds."""
     run_dir = Path(run_dir)
     return [run_dir / n for n in names if (run_dir / n).exists()]
 
@@ -114,5 +152,7 @@ __all__ = [
     "existing_outputs",
     "load_checkpoint",
     "read_metrics",
+    "run_state",
     "save_checkpoint",
+    "save_run",
 ]

@@ -42,7 +42,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # Settings a resumed run may change without changing what is computed.
-RESUMABLE_CHANGES = frozenset({"num_workers", "log_every", "saveckp_freq", "amp", "init_model", "init_weights"})
+RESUMABLE_CHANGES = frozenset({"num_workers", "log_every", "saveckp_freq", "amp", "init_model", "init_weights",
+                               "batch_augment"})
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ class TrainConfig:
     ``init_weights`` start both networks from a pretrained backbone
     (fine-tuning; the architecture then comes from those weights).
     ``batch_size`` is per process; ``lr`` is the base rate for a total batch
-    of 256 (linear scaling rule).
+    of 256 (linear scaling rule). ``batch_augment`` draws the crops on the
+    device in batches (:mod:`.batch_augment`; default on for CUDA, off for CPU).
     """
 
     arch: str = "vit_small"
@@ -98,6 +100,8 @@ class TrainConfig:
     local_crops_number: int = 8
     global_crops_scale: tuple[float, float] = (0.4, 1.0)
     local_crops_scale: tuple[float, float] = (0.05, 0.4)
+    # None: multi-crop augmentation batched on the device for CUDA, per image in the loader workers on CPU
+    batch_augment: Optional[bool] = None
     # bookkeeping
     seed: int = 0
     num_workers: Optional[int] = None

@@ -12,7 +12,7 @@ import hashlib
 import os
 import random
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 import torch
 from PIL import Image
@@ -56,7 +56,7 @@ class MultiCropDataset(Dataset):
     def __init__(
         self,
         images: Union[PathLike, Sequence[PathLike], Sequence[Image.Image]],
-        augmentation: MultiCropAugmentation,
+        augmentation: Union[MultiCropAugmentation, Callable[[Image.Image, random.Random], list[torch.Tensor]]],
         seed: int = 0,
     ) -> None:
         if isinstance(images, (str, os.PathLike)):

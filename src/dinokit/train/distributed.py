@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 import torch.distributed as dist
 
+from ..devices import DeviceLike, resolve_device
 from ..errors import DinokitError
 
 
 @dataclass(frozen=True)
 class DistInfo:
+    """This process's place in the group (rank, local rank, world size) and its device."""
+
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
@@ -34,24 +37,31 @@ class DistInfo:
         return self.world_size > 1
 
 
-def setup(device: Union[str, torch.device, None] = None) -> DistInfo:
-    """Join the ``torchrun`` process group if there is one and choose the device.
+def select_device(device: DeviceLike, world_size: int = 1, local_rank: int = 0) -> torch.device:
+    """This process's device, by :func:`dinokit.devices.resolve_device`'s rule, with ``torchrun``'s twist.
 
-    ``device=None`` means this process's GPU (``cuda:LOCAL_RANK``) when CUDA is
-    present, else the CPU.
+    With several processes, the default and a bare ``cuda`` mean this
+    process's own GPU, ``cuda:LOCAL_RANK``; an explicit index is kept. A
+    device that does not exist raises a one-line :class:`DinokitError`.
+    """
+    text = "" if device is None else str(device).strip().lower()
+    own_gpu = text == "cuda" or (text in ("", "auto") and torch.cuda.is_available())
+    if world_size > 1 and own_gpu:
+        return resolve_device(f"cuda:{local_rank}")
+    return resolve_device(device)
+
+
+def setup(device: DeviceLike = None) -> DistInfo:
+    """Join the ``torchrun`` process group if there is one and choose the device (:func:`select_device`).
+
+    ``device=None`` means this process's GPU (``cuda:LOCAL_RANK`` under
+    ``torchrun``, else the current one) when CUDA is present, else the CPU.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        dev = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    else:
-        dev = torch.device(device)
-        if dev.type == "cuda" and dev.index is None and world > 1:
-            dev = torch.device(f"cuda:{local_rank}")
+    dev = select_device(device, world, local_rank)
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DinokitError(f"device {device} requested but CUDA is not available")
         torch.cuda.set_device(dev)
     if world <= 1:
         if dist.is_available() and dist.is_initialized():
@@ -93,4 +103,4 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-__all__ = ["DistInfo", "setup", "teardown", "all_reduce_sum", "broadcast_object", "barrier"]
+__all__ = ["DistInfo", "select_device", "setup", "teardown", "all_reduce_sum", "broadcast_object", "barrier"]
