@@ -76,7 +76,7 @@ def test_cli_extract(tmp_path, tiny_reg_weights, data_dir):
 
     img = _images(data_dir, 1)
     code = main(["extract", *img, "-o", str(tmp_path), "--weights", str(tiny_reg_weights), *MODEL_ARGS,
-                 "--load-size", "56", "--stride", "7", "--saliency", "--layer", "9", "--facet", "key"])
+                 "--load-size", "56", "--saliency", "--layer", "9", "--facet", "key"])
     assert code == 0
     (out,) = tmp_path.glob("*.safetensors")
     t = load_file(str(out))
@@ -88,7 +88,7 @@ def test_cli_extract(tmp_path, tiny_reg_weights, data_dir):
 def test_cli_correspond(tmp_path, tiny_reg_weights, data_dir):
     a, b = _images(data_dir, 2)
     code = main(["correspond", a, b, "-o", str(tmp_path), "--weights", str(tiny_reg_weights), *MODEL_ARGS,
-                 "--load-size", "56", "--stride", "7", "--num-pairs", "3", "--thresh", "0.0"])
+                 "--load-size", "56", "--num-pairs", "3", "--thresh", "0.0"])
     assert code == 0
     info = json.loads((tmp_path / "correspondences.json").read_text())
     assert (tmp_path / "pair.png").is_file()
@@ -102,7 +102,7 @@ def test_cli_correspond(tmp_path, tiny_reg_weights, data_dir):
 def test_cli_pca(tmp_path, tiny_reg_weights, data_dir):
     imgs = _images(data_dir, 2)
     code = main(["pca", *imgs, "-o", str(tmp_path), "--weights", str(tiny_reg_weights), *MODEL_ARGS,
-                 "--load-size", "56", "--stride", "7", "--components", "3", "--save-arrays"])
+                 "--load-size", "56", "--components", "3", "--save-arrays"])
     assert code == 0
     arrays = sorted(tmp_path.glob("*_pca.npy"))
     assert len(arrays) == 2
@@ -116,7 +116,7 @@ def test_cli_pca(tmp_path, tiny_reg_weights, data_dir):
 def test_cli_similarity(tmp_path, tiny_reg_weights, data_dir):
     a, b = _images(data_dir, 2)
     code = main(["similarity", a, b, "--point", "100", "120", "-o", str(tmp_path),
-                 "--weights", str(tiny_reg_weights), *MODEL_ARGS, "--load-size", "56", "--stride", "7", "--save-arrays"])
+                 "--weights", str(tiny_reg_weights), *MODEL_ARGS, "--load-size", "56", "--save-arrays"])
     assert code == 0
     assert (tmp_path / "point1.png").is_file() and (tmp_path / "similarity.json").is_file()
     from safetensors.torch import load_file
@@ -128,7 +128,7 @@ def test_cli_similarity(tmp_path, tiny_reg_weights, data_dir):
 def test_cli_cosegment(tmp_path, tiny_reg_weights, data_dir):
     imgs = _images(data_dir, 3)
     code = main(["cosegment", *imgs, "-o", str(tmp_path), "--weights", str(tiny_reg_weights), *MODEL_ARGS,
-                 "--load-size", "56", "--stride", "7", "--saliency-heads", "1,3"])
+                 "--load-size", "56", "--saliency-heads", "1,3"])
     assert code == 0
     assert len(list(tmp_path.rglob("*_mask.png"))) == 3
     (done,) = tmp_path.rglob("done.json")
@@ -166,7 +166,7 @@ def test_cli_bad_saliency_heads_is_one_line(tmp_path, tiny_reg_weights, data_dir
 def test_cli_parts(tmp_path, tiny_reg_weights, data_dir):
     imgs = _images(data_dir, 3)
     code = main(["parts", *imgs, "-o", str(tmp_path), "--weights", str(tiny_reg_weights), *MODEL_ARGS,
-                 "--load-size", "56", "--stride", "7", "--num-parts", "2", "--no-crf"])
+                 "--load-size", "56", "--num-parts", "2", "--no-crf"])
     assert code == 0
     assert len(list(tmp_path.rglob("*_parts.png"))) == 3 and list(tmp_path.rglob("done.json"))
 
@@ -246,6 +246,22 @@ def test_inspector_session_with_registers(tiny_reg_weights, data_dir):
         session.close()
 
 
+def test_cli_inspect(tiny_reg_weights, data_dir, monkeypatch, capsys):
+    """``dinokit inspect`` with default flags on a patch-14 model: descriptors at stride 7, then the server."""
+    from dinokit.inspect import server
+
+    served = {}
+
+    def serve_once(self):
+        served["settings"] = self.session.status()["settings"]
+
+    monkeypatch.setattr(server.InspectorServer, "serve_forever", serve_once)
+    code = main(["inspect", *_images(data_dir, 2), "--weights", str(tiny_reg_weights), *MODEL_ARGS,
+                 "--load-size", "56"])
+    assert code == 0, capsys.readouterr().err
+    assert served["settings"]["stride"] == 7 and served["settings"]["layer"] == 11
+
+
 def test_cli_models_lists_every_backbone(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
@@ -256,7 +272,9 @@ def test_cli_models_lists_every_backbone(capsys):
 
 
 # The tasks of the issue ("every task must work with every backbone") and their command names.
-TASK_COMMANDS = {"extract", "correspond", "cosegment", "parts", "pca", "similarity", "attention", "knn"}
+# Each runs with default flags (no --stride): 'auto' must give 7 for patch 14.
+TASK_COMMANDS = {"extract", "correspond", "cosegment", "parts", "pca", "similarity", "attention", "knn", "inspect",
+                 "benchmark"}
 
 
 def test_every_task_command_is_covered():

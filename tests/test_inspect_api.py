@@ -260,7 +260,10 @@ def test_pca(client, session):
     assert _decode(one["maps"][0]["picture"]).mode == "L"
     assert "show must be one of" in _err(client.get("/api/pca?components=4&show=5"), 400)
     assert "components must be between" in _err(client.get("/api/pca?components=99"), 400)
-    assert "RGB view needs" in _err(client.get("/api/pca?components=2"), 400)
+    assert "RGB view needs" in _err(client.get("/api/pca?components=2&show=rgb"), 400)
+    for k in (1, 2):  # 1..16 as advertised: with fewer than 3 the first component is shown
+        few = client.get(f"/api/pca?components={k}").get_json()
+        assert few["components"] == k and few["show"] == "1" and few["maps"]
 
 
 def test_correspondences(client, session):
@@ -322,6 +325,7 @@ def test_settings_recompute_in_the_background(fresh):
         assert st["progress"]["total"] == 2
     st = _wait_ready(c)
     assert st["state"] == "ready" and st["version"] > v1
+    assert st["progress"] == {"done": 2, "total": 2}  # ready: every image done, not "0/2"
     assert st["settings"] == {"layer": 5, "facet": "value", "bin": True, "stride": 8}
     res = c.get("/api/query?image=1&x=150&y=100&scores=1").get_json()
     assert res["settings"]["stride"] == 8 and res["maps"][1]["grid"] == [8, 10]  # (64-8)//8+1, (85-8)//8+1

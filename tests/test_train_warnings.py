@@ -8,7 +8,8 @@ import pytest
 
 from dinokit.cli import main
 from dinokit.train import DinoTrainer, TrainConfig
-from dinokit.train.notices import DinokitWarning, short_run_problems, warn_dropped_images
+from dinokit.errors import DinokitWarning
+from dinokit.train.notices import short_run_problems, warn_dropped_images
 
 from .test_train_data import make_noise_folder
 from .test_train_loop import CLI_TINY, TINY

@@ -6,19 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..devices import resolve_device
-from ..errors import DinokitError
-from ..eval.knn import (
-    FeatureSet,
-    align_classes,
-    default_cache_dir,
-    extract_folder_features,
-    knn_classify,
-    load_feature_file,
-    save_result,
-)
-from ..features import parse_dtype
-from ..train.notices import one_line_warnings
 from .common import add_model_args, add_overwrite, add_quiet, model_from_args
 
 
@@ -45,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-workers", type=int, default=0, help="image-loading processes (default 0)")
     p.add_argument("--chunk-size", type=int, default=256, help="test images per similarity block (bounds memory)")
     p.add_argument("--cache-dir", type=Path, default=None,
-                   help=f"feature cache (default {default_cache_dir()})")
+                   help="feature cache (default: $DINOKIT_CACHE/features, else ~/.cache/dinokit/features)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
     p.add_argument("--save-features", type=Path, default=None, metavar="DIR",
                    help="also write train_features.safetensors / test_features.safetensors to DIR (reusable as inputs)")
@@ -56,12 +43,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import one_line_warnings
+
     with one_line_warnings():  # shown with or without --quiet
         return _knn(args)
 
 
 def _knn(args: argparse.Namespace) -> int:
     """Features of both sets (from files, the cache or the model), the k-NN accuracies, the table and the JSON."""
+    from ..devices import resolve_device
+    from ..errors import DinokitError
+    from ..eval.knn import (
+        FeatureSet,
+        align_classes,
+        default_cache_dir,
+        extract_folder_features,
+        knn_classify,
+        load_feature_file,
+        save_result,
+    )
+    from ..features import parse_dtype
+
     if args.out is not None and args.out.exists() and not args.overwrite:
         raise DinokitError(f"{args.out}: already exists (pass --overwrite to replace it)")
     device = resolve_device(args.device)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from ..models import DEFAULT_MODEL, cache_dir, cached_file, list_models
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list the named models and whether their weights are cached")
+    p = sub.add_parser("models", help="list the named models and whether their weights are cached",
+                       description="The named models (use them with --model NAME): architecture, the attention heads "
+                                   "averaged for saliency, whether the weights are in the local cache, and where "
+                                   "they come from. Weights are downloaded once, on first use.")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..models import DEFAULT_MODEL, cache_dir, cached_file, list_models
+
     rows = [("name", "arch", "saliency heads", "cached", "source")]
     for spec in list_models():
         a = spec.arch

@@ -7,8 +7,6 @@ import os
 import sys
 from pathlib import Path
 
-from ..train import PRESETS, DinoTrainer
-from ..train.notices import one_line_warnings
 from .common import add_overwrite, add_quiet
 
 # (option, TrainConfig field, type, help). Defaults come from the preset, so every option defaults to None here.
@@ -63,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, type=Path, help="folder of training images (searched recursively)")
     p.add_argument("-o", "--out", required=True, type=Path, help="run directory")
-    p.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="hyperparameter preset (default paper)")
+    p.add_argument("--preset", default="paper", help="hyperparameter preset: paper or small-data (default paper)")
     g = p.add_argument_group("hyperparameters (defaults from the preset)")
     for flag, dest, typ, text in _OPTIONS:
         g.add_argument(flag, dest=dest, type=typ, default=None, help=text)
@@ -96,12 +94,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import one_line_warnings
+
     with one_line_warnings():  # shown with or without --quiet
         return _train(args)
 
 
 def _train(args: argparse.Namespace) -> int:
     """Build the trainer from the options, fit it and report how the run ended."""
+    from ..devices import resolve_device
+    from ..runs import check_output_folder
+
+    resolve_device(args.device)
+    check_output_folder(args.out)  # before any data or model is read
     options = {dest: getattr(args, dest) for _, dest, _, _ in _OPTIONS}
     for dest in ("global_crops_scale", "local_crops_scale", "norm_last_layer", "use_bn_in_head", "amp", "batch_augment",
                  "init_model", "init_weights", "num_heads"):
@@ -111,6 +116,8 @@ def _train(args: argparse.Namespace) -> int:
     if options["local_crops_scale"] is not None:
         options["local_crops_scale"] = tuple(options["local_crops_scale"])
     options = {k: v for k, v in options.items() if v is not None}
+    from ..train import DinoTrainer
+
     trainer = DinoTrainer(args.data, args.out, preset=args.preset, device=args.device, progress=not args.quiet,
                           overwrite=args.overwrite, **options)
     trainer.fit(resume=args.resume, stop_at_epoch=args.stop_after_epoch)

@@ -39,7 +39,7 @@ from ..errors import DinokitError, ImageError
 from ..features.image import IMAGE_SUFFIXES, open_image
 from ..io import save_json, save_tensors
 from ..models.config import IMAGENET_MEAN, IMAGENET_STD, input_normalization
-from ..train.notices import DinokitWarning, warn
+from ..errors import DinokitWarning, warn
 
 PathLike = Union[str, os.PathLike]
 FEATURE_FORMAT = "dinokit-features-v1"

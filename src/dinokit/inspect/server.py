@@ -29,7 +29,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
 from ..errors import DinokitError
-from ..settings import InspectorSettings
+from ..settings import CorrespondenceSettings, InspectorSettings
 from .render import colorbar_png
 from .session import InspectorSession, NotReady
 
@@ -132,8 +132,6 @@ def create_app(session: InspectorSession, *, allowed_hosts: Union[Sequence[str],
     app.extensions["dinokit_inspector"] = session
     static = _load_static()
     hosts = None if allowed_hosts == "*" else {h.lower().strip("[]") for h in (allowed_hosts or LOOPBACK_NAMES)}
-    info = session.info()
-    n_images = len(session.images)
 
     @app.before_request
     def _guard() -> Optional[Response]:
@@ -172,6 +170,13 @@ def create_app(session: InspectorSession, *, allowed_hosts: Union[Sequence[str],
     def _bad_input(exc: DinokitError) -> Response:
         return _error(400, str(exc))
 
+    _page_routes(app, static)
+    _api_routes(app, session)
+    return app
+
+
+def _page_routes(app: Flask, static: dict) -> None:
+    """The page itself, its static files and the favicon."""
     @app.get("/")
     def index() -> Response:
         return Response(static["index.html"], mimetype="text/html", content_type="text/html; charset=utf-8")
@@ -186,6 +191,12 @@ def create_app(session: InspectorSession, *, allowed_hosts: Union[Sequence[str],
     def favicon() -> Response:
         return Response(status=204)
 
+
+def _api_routes(app: Flask, session: InspectorSession) -> None:
+    """The JSON API over ``session``."""
+    info = session.info()
+    n_images = len(session.images)
+    paper = CorrespondenceSettings()
     @app.get("/api/info")
     def api_info() -> Response:
         _Args([])
@@ -250,7 +261,8 @@ def create_app(session: InspectorSession, *, allowed_hosts: Union[Sequence[str],
     def api_pca() -> Response:
         a = _Args(["components", "show"])
         k = a.int("components", 4, 1, 16)
-        show = a.choice("show", ["rgb"] + [str(i) for i in range(1, k + 1)], "rgb")
+        shows = (["rgb"] if k >= 3 else []) + [str(i) for i in range(1, k + 1)]
+        show = a.choice("show", shows, shows[0])  # 1 or 2 components: the first component, not an RGB
         return jsonify(session.pca(components=k, show=show))
 
     @app.get("/api/correspondences")
@@ -260,11 +272,9 @@ def create_app(session: InspectorSession, *, allowed_hosts: Union[Sequence[str],
         a = _Args(["a", "b", "num_pairs", "thresh"])
         ia = a.int("a", 0, 0, n_images - 1)
         ib = a.int("b", 1, 0, n_images - 1)
-        k = a.int("num_pairs", 10, 1, 100)
-        t = a.float("thresh", 0.05, 0.0, 0.99)
+        k = a.int("num_pairs", paper.num_pairs, 1, 100)
+        t = a.float("thresh", paper.thresh, 0.0, 0.99)
         return jsonify(session.correspondences(ia, ib, num_pairs=k, thresh=t))
-
-    return app
 
 
 def _error(code: int, message: str) -> Response:

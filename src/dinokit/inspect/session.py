@@ -27,7 +27,7 @@ from torch import Tensor
 from ..blocks.draw import COLORMAPS, palette
 from ..errors import DinokitError
 from ..features.extractor import resolve_stride
-from ..settings import InspectorSettings
+from ..settings import CorrespondenceSettings, InspectorSettings
 from ..features import FACETS, Extractor, GridGeometry, LoadedImage, open_image
 from ..features.binned_similarity import LogBinned
 from ..tasks.similarity import SimilarityIndex
@@ -364,7 +364,8 @@ class InspectorSession:
             busy = self._target is not None
             state = "computing" if busy else ("error" if self._error else ("ready" if self._current else "empty"))
             cur = self._views.get(self._current) if self._current is not None else None
-            done, total = self._progress if busy and self._computing == self._target else (0, len(self.images))
+            n = len(self.images)
+            done, total = self._progress if busy and self._computing == self._target else (n if cur else 0, n)
             return {
                 "state": state,
                 "ready": cur is not None,
@@ -494,16 +495,18 @@ class InspectorSession:
 
         return self._cached(view, ("saliency", cmap), make)
 
-    def pca(self, *, components: int = 4, show: str = "rgb") -> dict[str, Any]:
+    def pca(self, *, components: int = 4, show: Optional[str] = None) -> dict[str, Any]:
         """Joint PCA of all images' descriptors (the pca task): the last three components as RGB, or one.
 
-        ``show`` is ``"rgb"`` or a component number ``"1"`` .. ``str(components)``.
+        ``show`` is ``"rgb"`` or a component number ``"1"`` .. ``str(components)`` (default: the RGB, or
+        the first component with fewer than 3).
         """
         from ..tasks.pca import component_images, pca_descriptors
 
         if isinstance(components, bool) or not isinstance(components, int) or not 1 <= components <= 16:
             raise DinokitError(f"components must be between 1 and 16, got {components!r}")
         choices = ["rgb"] + [str(k) for k in range(1, components + 1)]
+        show = show if show is not None else ("rgb" if components >= 3 else "1")
         if show not in choices:
             raise DinokitError(f"show must be one of {', '.join(choices)}, got {show!r}")
         if show == "rgb" and components < 3:
@@ -528,7 +531,8 @@ class InspectorSession:
 
         return self._cached(view, ("pca", components, show), make)
 
-    def correspondences(self, a: int = 0, b: int = 1, *, num_pairs: int = 10, thresh: float = 0.05) -> dict[str, Any]:
+    def correspondences(self, a: int = 0, b: int = 1, *, num_pairs: Optional[int] = None,
+                        thresh: Optional[float] = None) -> dict[str, Any]:
         """Correspondences between images ``a`` and ``b`` by the correspondences task, on the current descriptors.
 
         Best buddies on the foreground (saliency > ``thresh``), k-means to
@@ -540,6 +544,9 @@ class InspectorSession:
         self._check_image(b)
         if a == b:
             raise DinokitError("correspondences need two different images")
+        paper = CorrespondenceSettings()
+        num_pairs = paper.num_pairs if num_pairs is None else num_pairs
+        thresh = paper.thresh if thresh is None else thresh
         if isinstance(num_pairs, bool) or not isinstance(num_pairs, int) or not 1 <= num_pairs <= 100:
             raise DinokitError(f"num_pairs must be between 1 and 100, got {num_pairs!r}")
         if not (np.isfinite(thresh) and 0.0 <= thresh < 1.0):

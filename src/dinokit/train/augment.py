@@ -28,11 +28,11 @@ import torch
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 # (scale range of the crop area, aspect-ratio range) as torchvision's RandomResizedCrop defaults.
-_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+CROP_ASPECT_RATIOS = (3.0 / 4.0, 4.0 / 3.0)
 
 
 def random_resized_crop_box(
-    width: int, height: int, scale: tuple[float, float], rng: random.Random, ratio: tuple[float, float] = _RATIO
+    width: int, height: int, scale: tuple[float, float], rng: random.Random, ratio: tuple[float, float] = CROP_ASPECT_RATIOS
 ) -> tuple[int, int, int, int]:
     """Crop box ``(left, top, right, bottom)`` drawn as torchvision's ``RandomResizedCrop.get_params``.
 

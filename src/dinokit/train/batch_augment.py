@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .augment import _RATIO, CropSpec, MultiCropAugmentation, to_uint8_tensor
+from .augment import CROP_ASPECT_RATIOS, CropSpec, MultiCropAugmentation, to_uint8_tensor
 
 _GRAY = (0.299, 0.587, 0.114)  # PIL's "L" conversion weights
 
@@ -69,7 +69,7 @@ def collate_sources(samples: list[list[Tensor]]) -> tuple[Tensor, Tensor]:
 
 # --------------------------------------------------------------------------- random parameters (CPU generator)
 def draw_boxes(sizes: Tensor, scale: tuple[float, float], gen: torch.Generator,
-               ratio: tuple[float, float] = _RATIO) -> Tensor:
+               ratio: tuple[float, float] = CROP_ASPECT_RATIOS) -> Tensor:
     """Crop boxes ``(B, 4)`` as ``(left, top, width, height)`` pixels, drawn as torchvision's ``RandomResizedCrop``.
 
     Ten candidate (scale, log-uniform aspect) pairs per image; the first that

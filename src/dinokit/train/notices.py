@@ -1,29 +1,15 @@
-"""Warnings about runs that silently do less than asked, and their one-line display in the CLI.
+"""Warnings about training runs that silently do less than asked.
 
-The library raises them with :func:`warnings.warn` (category
-:class:`DinokitWarning`), so Python code can filter or turn them into errors;
-the ``train`` and ``knn`` commands show each as one line on stderr,
-``dinokit: warning: ...``, whether or not ``--quiet`` is given.
+They are :class:`~dinokit.errors.DinokitWarning` s, so Python code can filter
+or turn them into errors; the commands show each as one line on stderr
+(:func:`~dinokit.errors.one_line_warnings`), with or without ``--quiet``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import sys
-import warnings
-from typing import Any, Iterator
-
+from ..errors import DinokitWarning, one_line_warnings, warn
 from .config import TrainConfig
 from .schedules import teacher_temp_schedule
-
-
-class DinokitWarning(UserWarning):
-    """A setting or input that makes a computation do less than it seems to (a shortfall the user should know)."""
-
-
-def warn(message: str, stacklevel: int = 3) -> None:
-    """Issue ``message`` as a :class:`DinokitWarning` (one line, no trailing period needed)."""
-    warnings.warn(message, DinokitWarning, stacklevel=stacklevel)
 
 
 def warn_dropped_images(num_images: int, batch_size: int, world_size: int = 1) -> int:
@@ -74,23 +60,6 @@ def warn_short_run(config: TrainConfig) -> None:
     """Warn once per problem found by :func:`short_run_problems`."""
     for message in short_run_problems(config):
         warn(message)
-
-
-@contextlib.contextmanager
-def one_line_warnings() -> Iterator[None]:
-    """Show :class:`DinokitWarning` (every time, not once per place) as ``dinokit: warning: ...`` on stderr."""
-
-    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-        if issubclass(category, DinokitWarning):
-            print(f"dinokit: warning: {message}", file=sys.stderr, flush=True)
-        else:
-            previous(message, category, filename, lineno, file, line)
-
-    with warnings.catch_warnings():
-        previous = warnings.showwarning
-        warnings.showwarning = show
-        warnings.simplefilter("always", DinokitWarning)
-        yield
 
 
 __all__ = ["DinokitWarning", "one_line_warnings", "short_run_problems", "warn", "warn_dropped_images", "warn_short_run"]
