@@ -138,14 +138,14 @@ def test_planted_pairs_are_found_and_clustered_deterministically():
     # chance best buddies exist among random vectors too: the saliency of A keeps only the planted ones
     sal_a, sal_b = torch.zeros(ga.num_patches), torch.ones(gb.num_patches)
     sal_a[list(planted)] = torch.linspace(0.2, 1.0, len(planted))
-    res = select_correspondences(a, b, sal_a, sal_b, ga, gb, num_pairs=6, seed=3)
+    res = select_correspondences(a, b, sal_a, sal_b, ga, gb, num_pairs=6, thresh=0.05, seed=3)
     assert res.num_best_buddies == len(planted)
     assert len(res) == 6
     assert len(set(res.indices_a.tolist())) == 6
     for i, j in zip(res.indices_a.tolist(), res.indices_b.tolist()):
         assert planted.get(i) == j, "every returned pair must be a planted pair"
     assert np.all(res.similarity > 0.99)
-    again = select_correspondences(a, b, sal_a, sal_b, ga, gb, num_pairs=6, seed=3)
+    again = select_correspondences(a, b, sal_a, sal_b, ga, gb, num_pairs=6, thresh=0.05, seed=3)
     np.testing.assert_array_equal(res.indices_a, again.indices_a)
     # all planted pairs are best buddies (random 32-dim vectors are never that similar by chance)
     bbs = best_buddies(a, b)
@@ -160,20 +160,21 @@ def test_saliency_ranks_within_clusters_and_threshold_filters():
     fg = list(planted.items())[:5]
     for i, j in fg:
         sal_a[i], sal_b[j] = 0.5 + 0.1 * i / ga.num_patches, 0.9
-    res = select_correspondences(a, b, sal_a, sal_b, ga, gb, num_pairs=10)
+    res = select_correspondences(a, b, sal_a, sal_b, ga, gb, num_pairs=10, thresh=0.05)
     # only the 5 foreground pairs survive; fewer than wanted, so all are returned, by decreasing mean saliency
     assert sorted(res.indices_a.tolist()) == sorted(i for i, _ in fg)
     mean = (res.saliency_a + res.saliency_b) / 2
     assert np.all(np.diff(mean) <= 0)
     # one cluster: the pair of highest mean saliency
-    one = select_correspondences(a, b, sal_a, sal_b, ga, gb, num_pairs=1)
+    one = select_correspondences(a, b, sal_a, sal_b, ga, gb, num_pairs=1, thresh=0.05)
     assert one.indices_a.tolist() == [max(fg, key=lambda p: sal_a[p[0]].item())[0]]
 
 
 def test_no_best_buddies_gives_empty_result_with_warning():
     a, b, ga, gb, _ = _planted()
     with pytest.warns(RuntimeWarning, match="no best buddies"):
-        res = select_correspondences(a, b, torch.zeros(ga.num_patches), torch.ones(gb.num_patches), ga, gb)
+        res = select_correspondences(a, b, torch.zeros(ga.num_patches), torch.ones(gb.num_patches), ga, gb,
+                                     num_pairs=10, thresh=0.05)
     assert len(res) == 0 and res.points_a.shape == (0, 2) and res.to_dict()["pairs"] == []
 
 
@@ -196,7 +197,7 @@ def test_points_round_trip_between_grid_resized_and_original():
     a, b, _, _, planted = _planted(seed=2)
     ga = GridGeometry((9, 11), 8, 4, (43, 50), (301, 433))  # (43 - 8) % 4 != 0, (50 - 8) % 4 != 0
     gb = GridGeometry((8, 13), 8, 4, (39, 57), (117, 171))
-    res = select_correspondences(a, b, torch.ones(99), torch.ones(104), ga, gb, num_pairs=5)
+    res = select_correspondences(a, b, torch.ones(99), torch.ones(104), ga, gb, num_pairs=5, thresh=0.05)
     for idx, pr, po, geo in ((res.indices_a, res.points_a_resized, res.points_a, ga),
                              (res.indices_b, res.points_b_resized, res.points_b, gb)):
         rows, cols = geo.grid

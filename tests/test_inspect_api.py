@@ -260,7 +260,7 @@ def test_pca(client, session):
     assert _decode(one["maps"][0]["picture"]).mode == "L"
     assert "show must be one of" in _err(client.get("/api/pca?components=4&show=5"), 400)
     assert "components must be between" in _err(client.get("/api/pca?components=99"), 400)
-    assert "RGB view needs" in _err(client.get("/api/pca?components=2&show=rgb"), 400)
+    assert "show must be one of 1, 2" in _err(client.get("/api/pca?components=2&show=rgb"), 400)
     for k in (1, 2):  # 1..16 as advertised: with fewer than 3 the first component is shown
         few = client.get(f"/api/pca?components={k}").get_json()
         assert few["components"] == k and few["show"] == "1" and few["maps"]

@@ -197,7 +197,7 @@ def test_elbow_lookahead_gives_the_step_by_step_result(backend, monkeypatch):
         np.testing.assert_array_equal(fast.labels, slow.labels)
         np.testing.assert_array_equal(fast.model.cluster_centers_, slow.model.cluster_centers_)
     with pytest.raises(DinokitError, match="lookahead"):
-        elbow_search(x, store, lookahead=0)
+        elbow_search(x, store, 0.975, lookahead=0)
 
 
 def test_faiss_assignment_is_the_reference_search():

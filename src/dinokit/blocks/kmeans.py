@@ -289,7 +289,7 @@ class ElbowResult:
 def elbow_search(
     sample: ArrayLike,
     data: Any,
-    elbow: float = 0.975,
+    elbow: float,
     n_clusters_range: Iterable[int] = range(1, 15),
     *,
     lookahead: int = 1,

@@ -10,8 +10,10 @@ interpolation.
 
 from __future__ import annotations
 
+import time
+
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
 
 import torch
 from PIL import Image
@@ -25,6 +27,9 @@ from .binning import log_bin
 from .coords import GridGeometry
 from .image import LoadedImage, LoadSize, PathLike, preprocess
 from .saliency import saliency_from_cls_attention
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .descriptors import ImageDescriptors
 
 FACETS = SETTINGS_FACETS
 ImageInput = Union[PathLike, Image.Image, LoadedImage]
@@ -182,6 +187,25 @@ class Extractor:
 
     # --- extraction -----------------------------------------------------------
     @torch.no_grad()
+    def describe(self, image: ImageInput, layer: int = -1, facet: str = "key", *, bin: bool = False,
+                 saliency_heads: Optional[Sequence[int]] = None,
+                 timings: Optional[dict[str, float]] = None) -> "ImageDescriptors":
+        """One image's descriptors and saliency from a single forward pass (the record the tasks share).
+
+        ``timings`` accumulates seconds per stage (``load``, ``forward``, ``binning``).
+        """
+        from .descriptors import ImageDescriptors
+
+        clock = _Clock(self.device, timings)
+        loaded = self.load(image)
+        clock.tick("load")
+        feats = self.extract(loaded, layer, facet, bin=False, saliency=True, saliency_heads=saliency_heads)
+        clock.tick("forward")
+        out = ImageDescriptors.of(feats.get()[0], feats.saliency[0], feats.geometry[0], loaded, bin)
+        clock.tick("binning")
+        return out
+
+    @torch.no_grad()
     def extract(
         self,
         images: Union[ImageInput, Sequence[ImageInput], Tensor],
@@ -290,6 +314,26 @@ class Extractor:
         if len(sizes) > 1:
             raise DinokitError(f"images of different sizes {sorted(sizes)} cannot share a batch; use extract_many")
         return torch.stack([l.tensor for l in loaded]), loaded
+
+
+class _Clock:
+    """Seconds per stage into ``timings`` (synchronising CUDA so a stage's kernels count in it)."""
+
+    def __init__(self, device: torch.device, timings: Optional[dict[str, float]]) -> None:
+        self.device, self.timings = device, timings
+        self.last = self._now()
+
+    def _now(self) -> float:
+        if self.timings is not None and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def tick(self, stage: str) -> None:
+        if self.timings is None:
+            return
+        now = self._now()
+        self.timings[stage] = self.timings.get(stage, 0.0) + (now - self.last)
+        self.last = now
 
 
 def as_extractor(

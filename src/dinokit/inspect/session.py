@@ -28,7 +28,7 @@ from ..blocks.draw import COLORMAPS, palette
 from ..errors import DinokitError
 from ..features.extractor import resolve_stride
 from ..settings import CorrespondenceSettings, InspectorSettings
-from ..features import FACETS, Extractor, GridGeometry, LoadedImage, open_image
+from ..features import FACETS, Extractor, GridGeometry, ImageDescriptors, LoadedImage, open_image
 from ..features.binned_similarity import LogBinned
 from ..tasks.similarity import SimilarityIndex
 from .render import data_url, display_jpeg, encode_png, heatmap_jpeg, heatmap_png
@@ -106,11 +106,13 @@ class DescriptorView:
             return self.index.binned[image].dense()
         return self.index.descriptors(image) * self.norms[image][:, None]
 
-    def matching(self, image: int) -> Any:
-        """What the correspondences task compares: the implicit log-binned descriptors, else the raw ones."""
+    def describe(self, image: int) -> ImageDescriptors:
+        """Image ``image``'s record as the tasks take it (raw descriptors, saliency, geometry, binning)."""
         if self.index.binned is not None:
-            return self.index.binned[image]
-        return self.raw_descriptors(image)
+            binned = self.index.binned[image]
+            return ImageDescriptors(binned.maps[0],  # level 0 of the binning is the raw descriptors
+                                    self.saliency[image], self.geometries[image], None, binned)
+        return ImageDescriptors(self.raw_descriptors(image), self.saliency[image], self.geometries[image])
 
 
 class _Cancelled(Exception):
@@ -556,9 +558,9 @@ class InspectorSession:
         def make() -> dict[str, Any]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # an empty result is reported in the answer
-                res = select_correspondences(
-                    view.matching(a), view.matching(b), view.saliency[a], view.saliency[b],
-                    view.geometries[a], view.geometries[b], num_pairs=num_pairs, thresh=thresh, seed=0)
+                da, db = view.describe(a), view.describe(b)
+                res = select_correspondences(da.matching, db.matching, da.saliency, db.saliency, da.geometry,
+                                             db.geometry, num_pairs=num_pairs, thresh=thresh, seed=paper.seed)
             colors = palette(len(res))
             pairs = [{"a": [float(v) for v in res.points_a[k]], "b": [float(v) for v in res.points_b[k]],
                       "similarity": float(res.similarity[k]), "color": _hex(colors[k])} for k in range(len(res))]

@@ -26,7 +26,7 @@ from ..devices import resolve_device
 from ..errors import DinokitError
 from ..features.coords import GridGeometry
 from ..features.extractor import parse_dtype, resolve_stride
-from ..features.image import LoadedImage, LoadSize, preprocess
+from ..features.image import LoadedImage, preprocess
 from ..features.saliency import cls_patch_attention
 from ..io import save_image, save_tensors
 from ..models.config import input_normalization

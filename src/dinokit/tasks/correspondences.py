@@ -43,13 +43,13 @@ from ..errors import DinokitError
 from ..features.binned_similarity import LogBinned
 from ..features.coords import GridGeometry
 from ..features.extractor import Extractor, ImageInput, extractor_for_settings
-from ..features.image import LoadedImage
+from ..features.descriptors import ImageDescriptors
 from ..settings import CorrespondenceSettings
 
 __all__ = [
     "Correspondences",
     "DenseMatches",
-    "ImageDescriptors",
+
     "CorrespondenceFinder",
     "select_correspondences",
     "find_correspondences",
@@ -129,8 +129,8 @@ def select_correspondences(
     geometry_a: GridGeometry,
     geometry_b: GridGeometry,
     *,
-    num_pairs: int = 10,
-    thresh: float = 0.05,
+    num_pairs: int,
+    thresh: float,
     seed: int = 0,
     n_init: int = 10,
     chunk_size: Optional[int] = None,
@@ -297,37 +297,6 @@ def match_points(
     return DenseMatches(out.reshape(-1, 2), resized.reshape(-1, 2), idx, val, q_idx)
 
 
-@dataclass
-class ImageDescriptors:
-    """Descriptors and saliency ``(T,)`` of one image, on the extractor's device.
-
-    ``raw`` holds the ``(T, D)`` unbinned descriptors and ``binned`` their
-    implicit log-binning (or ``None``); :attr:`descriptors` is the explicit
-    ``(T, D')`` matrix the settings ask for, built on first use.
-    """
-
-    raw: Tensor
-    saliency: Tensor
-    geometry: GridGeometry
-    image: Optional[LoadedImage]
-    binned: Optional[LogBinned] = None
-    _dense: Optional[Tensor] = field(default=None, repr=False)
-
-    @property
-    def matching(self) -> Descriptors:
-        """What the similarity searches use: the :class:`LogBinned` form when binned, else ``raw``."""
-        return self.binned if self.binned is not None else self.raw
-
-    @property
-    def descriptors(self) -> Tensor:
-        """Explicit descriptors ``(T, D')`` (log-binned when binning is on)."""
-        if self.binned is None:
-            return self.raw
-        if self._dense is None:
-            self._dense = self.binned.dense()
-        return self._dense
-
-
 def _now(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -386,11 +355,6 @@ class CorrespondenceFinder:
         self.timings: dict[str, float] = {}
         self._cache: OrderedDict[str, ImageDescriptors] = OrderedDict()
 
-    def _tick(self, stage: str, start: float) -> float:
-        now = _now(self.extractor.device)
-        self.timings[stage] = self.timings.get(stage, 0.0) + (now - start)
-        return now
-
     @torch.no_grad()
     def describe(self, image: ImageInput) -> ImageDescriptors:
         """Descriptors and saliency of one image from a single forward pass (cached by path)."""
@@ -398,17 +362,8 @@ class CorrespondenceFinder:
         if key is not None and key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        ex = self.extractor
-        t = _now(ex.device)
-        loaded = ex.load(image)
-        t = self._tick("load", t)
-        feats = ex.extract(loaded, self.layer, self.facet, bin=False, saliency=True,
-                           saliency_heads=self.saliency_heads)
-        t = self._tick("forward", t)
-        raw = feats.get()[0]
-        binned = LogBinned(raw, feats.grid) if self.bin else None
-        self._tick("binning", t)
-        out = ImageDescriptors(raw, feats.saliency[0], feats.geometry[0], loaded, binned)
+        out = self.extractor.describe(image, self.layer, self.facet, bin=self.bin,
+                                      saliency_heads=self.saliency_heads, timings=self.timings)
         if key is not None and self.cache_size > 0:
             self._cache[key] = out
             while len(self._cache) > self.cache_size:

@@ -52,15 +52,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..blocks.kmeans import DEFAULT_SEED, KMeans, elbow_search, split_labels
+from ..blocks.kmeans import KMeans, elbow_search, split_labels
 from ..blocks.refine import grabcut_refine, upsample_mask
 from ..blocks.store import DescriptorStore
 from ..devices import resolve_device
-from ..errors import DinokitError, ImageError
+from ..errors import DinokitError
 from ..features import Extractor
 from ..features.extractor import extractor_for_settings
 from ..features.binning import log_bin
-from ..features.image import IMAGE_SUFFIXES, LoadedImage, folder_images, list_images, open_image
+from ..features.image import LoadedImage, folder_images, list_images, open_image
 from ..io import unique_output_names
 from ..settings import CoSegmentationSettings
 
@@ -204,8 +204,8 @@ def vote_salient_clusters(
     labels_per_image: Sequence[np.ndarray],
     saliency_per_image: Sequence[np.ndarray],
     num_labels: int,
-    thresh: float = 0.065,
-    votes_percentage: float = 75,
+    thresh: float,
+    votes_percentage: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Votes per cluster and the salient (foreground) clusters.
 
@@ -259,17 +259,15 @@ class FirstStage:
 
 def first_stage_clustering(
     feats: SetFeatures,
+    settings: CoSegmentationSettings,
     *,
-    elbow: float = 0.975,
-    thresh: float = 0.065,
-    votes_percentage: float = 75,
-    sample_interval: int = 100,
-    max_clusters: int = 14,
     include: Optional[Sequence[bool]] = None,
     kmeans_kwargs: Optional[dict] = None,
     progress: bool = False,
 ) -> FirstStage:
-    """Elbow k-means over the descriptors of the included images, then saliency voting by the non-augmented ones."""
+    """Elbow k-means over the descriptors of the included images, then saliency voting by the non-augmented ones
+    (``settings``: elbow, max_clusters, sample_interval, thresh, votes_percentage)."""
+    st = settings
     n = len(feats)
     include = list(include) if include is not None else [True] * n
     idx = [i for i in range(n) if include[i]]
@@ -277,9 +275,9 @@ def first_stage_clustering(
         raise DinokitError("no images left to cluster")
     kw = dict(kmeans_kwargs or {})
     t0 = time.perf_counter()
-    sample = feats.store.sample(sample_interval, indices=idx)
+    sample = feats.store.sample(st.sample_interval, indices=idx)
     masks = [None if include[i] else np.zeros(feats.store.counts[i], bool) for i in range(n)]
-    result = elbow_search(sample, feats.store.subset(masks), elbow, range(1, max_clusters + 1),
+    result = elbow_search(sample, feats.store.subset(masks), st.elbow, range(1, st.max_clusters + 1),
                           lookahead=elbow_lookahead(feats.store), progress=progress, **kw)
     t1 = time.perf_counter()
     flat = split_labels(result.labels, [feats.store.counts[i] for i in idx])
@@ -288,7 +286,7 @@ def first_stage_clustering(
         labels[i] = lab
     voters = [i for i in idx if not feats.items[i].augmentation]
     votes, salient = vote_salient_clusters([labels[i] for i in voters], [feats.saliency[i] for i in voters],
-                                           result.n_clusters, thresh, votes_percentage)
+                                           result.n_clusters, st.thresh, st.votes_percentage)
     t2 = time.perf_counter()
     return FirstStage(result.model, labels, result.objectives, result.n_clusters_tried, votes, salient,
                       {"elbow": t1 - t0, "voting": t2 - t1})
@@ -459,10 +457,8 @@ class CoSegmentation:
             self.inliers_, self.cls_similarity_ = np.ones(n, bool), None
         if not self.inliers_.any():
             raise DinokitError(f"every image is an outlier at outliers_thresh={self.outliers_thresh}; lower it")
-        stage = first_stage_clustering(
-            feats, elbow=self.elbow, thresh=self.thresh, votes_percentage=self.votes_percentage,
-            sample_interval=self.sample_interval, max_clusters=self.max_clusters, include=list(self.inliers_),
-            kmeans_kwargs=self._kmeans_kwargs(), progress=self.progress)
+        stage = first_stage_clustering(feats, self.settings, include=list(self.inliers_),
+                                       kmeans_kwargs=self._kmeans_kwargs(), progress=self.progress)
         self._set_stage(stage)
         self.timings_.update(stage.timings)
         self.timings_["grabcut"] = 0.0

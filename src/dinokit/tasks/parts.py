@@ -180,10 +180,8 @@ class PartCoSegmentation(CoSegmentation):
         self.items_ = feats.items
         n = len(feats)
         self.inliers_, self.cls_similarity_ = np.ones(n, bool), None
-        stage = first_stage_clustering(
-            feats, elbow=self.elbow, thresh=self.thresh, votes_percentage=self.votes_percentage,
-            sample_interval=self.sample_interval, max_clusters=self.max_clusters,
-            kmeans_kwargs=self._kmeans_kwargs(), progress=self.progress)
+        stage = first_stage_clustering(feats, self.settings, kmeans_kwargs=self._kmeans_kwargs(),
+                                       progress=self.progress)
         self._set_stage(stage)
         self.timings_.update(stage.timings)
         t1 = time.perf_counter()

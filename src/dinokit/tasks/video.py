@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import DinokitError, ImageError
 from ..features import Extractor
-from ..features.image import IMAGE_SUFFIXES, folder_images
+from ..features.image import folder_images
 from ..settings import PartSettings
 from ..io import atomic_path, save_image, save_json
 from .cosegmentation import DONE_FILE, set_is_done

@@ -102,9 +102,8 @@ class ImageDescriptorCache:
                 f.unlink(missing_ok=True)
 
     def get(self, path: Union[str, os.PathLike]) -> Any:
-        """:class:`~dinokit.tasks.correspondences.ImageDescriptors` of the image at ``path``."""
-        from ...features.binned_similarity import LogBinned
-        from ...tasks.correspondences import ImageDescriptors
+        """:class:`~dinokit.features.descriptors.ImageDescriptors` of the image at ``path``."""
+        from ...features.descriptors import ImageDescriptors
 
         k = str(path)
         if k in self._memory:
@@ -133,8 +132,7 @@ class ImageDescriptorCache:
                 self._save(f, raw, sal, geo, path)
             raw = raw.float()
         raw, sal = raw.to(device), sal.to(device)
-        binned = LogBinned(raw, geo.grid) if self.finder.bin else None
-        out = ImageDescriptors(raw, sal, geo, None, binned)
+        out = ImageDescriptors.of(raw, sal, geo, None, bin=self.finder.bin)
         if self.memory_items > 0:
             self._memory[k] = out
             while len(self._memory) > self.memory_items:
