@@ -4,6 +4,7 @@ from .config import ArchConfig, arch_preset
 from .registry import DEFAULT_MODEL, ModelSpec, get_spec, is_registered, list_models, model_names, register_model
 from . import dinov2 as _dinov2, timm as _timm  # noqa: F401,E402  (register the DINOv2 and supervised models)
 from .dinov2 import DINOV2_NAMES, dinov2_arch
+from .formats import FORMATS, CheckpointFormat, register_format
 from .hf import convert_hf_state_dict, load_hf_model
 from .timm import SUPERVISED_NAMES, convert_timm_state_dict, load_timm_model
 from .vit import ForwardResult, VisionTransformer
@@ -27,6 +28,9 @@ __all__ = [
     "is_registered",
     "DINOV2_NAMES",
     "dinov2_arch",
+    "FORMATS",
+    "CheckpointFormat",
+    "register_format",
     "convert_hf_state_dict",
     "load_hf_model",
     "SUPERVISED_NAMES",

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Iterable, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
 
 from .config import ArchConfig
 from .layers import TAP_NAMES, Block, PatchEmbed, interpolate_pos_embed, trunc_normal_
+
+if TYPE_CHECKING:  # the registry is only needed for the annotation
+    from .registry import ModelSpec
 
 
 @dataclass
@@ -39,8 +42,13 @@ class VisionTransformer(nn.Module):
     """ViT backbone whose patch stride can be changed per call (overlapping patches).
 
     Built with DINO's random initialisation (reproducible with ``seed``); on
-    the meta device nothing is initialised, for loading weights.
+    the meta device nothing is initialised, for loading weights. ``spec`` is
+    the named model it was loaded as (``None`` for a bare file) and
+    ``source`` where its weights came from (``"random"``, a path, a URL).
     """
+
+    spec: Optional["ModelSpec"] = None
+    source: str = ""
 
     def __init__(self, cfg: ArchConfig, drop_path_rate: float = 0.0, seed: Optional[int] = None) -> None:
         super().__init__()
@@ -75,6 +83,12 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(d, eps=cfg.layernorm_eps)
         self.head = nn.Identity()
         self.init_weights(seed)
+
+    def set_origin(self, spec: Optional["ModelSpec"], source: str) -> "VisionTransformer":
+        """Record the named model and the weights' origin (shown by ``inspect`` and the CLI)."""
+        self.spec = spec
+        self.source = source
+        return self
 
     def init_weights(self, seed: Optional[int] = None) -> None:
         """Random initialisation as in DINO (truncated normal, std 0.02); skipped on the meta device."""
