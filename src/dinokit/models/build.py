@@ -14,6 +14,7 @@ import torch
 
 from ..errors import WeightsError
 from .config import STANDARD_HEADS, ArchConfig
+from .dinov3 import license_notice
 from .formats import CheckpointFormat, register_format
 from .registry import ModelSpec
 from .vit import VisionTransformer
@@ -109,8 +110,14 @@ def finish_model(
     device: Union[str, torch.device, None] = None,
     dtype: Optional[torch.dtype] = None,
 ) -> VisionTransformer:
-    """Record where ``net`` came from, put it in inference mode and on ``device`` / ``dtype``."""
+    """Record where ``net`` came from, put it in inference mode and on ``device`` / ``dtype``.
+
+    Loading real DINOv3 weights (anything but a random model) prints the
+    licence note once.
+    """
     net.set_origin(spec, source)
+    if net.cfg.pos == "rope" and source != "random":
+        license_notice()
     net.eval().requires_grad_(False)
     if device is not None or dtype is not None:
         net.to(device=device, dtype=dtype)

@@ -21,6 +21,12 @@ converted ``facebook/dinov2-small`` gives the same features as the named
 hidden states, attention and CLS output, at grids larger and smaller than the
 native one). For DINOv2 with registers both rules are the same (exact size,
 antialiased), so parity is exact with either setting.
+
+DINOv3 (``DINOv3ViTModel``, model type ``dinov3_vit``) is converted by
+:mod:`dinokit.models.dinov3`; there the same switch chooses the RoPE periods
+(``transformers`` stores none): ``"official"`` the bfloat16-rounded values of
+the released checkpoints, ``"transformers"`` the ones ``transformers``
+recomputes from ``rope_theta``.
 """
 
 from __future__ import annotations
@@ -37,11 +43,12 @@ from torch import Tensor
 from ..errors import WeightsError
 from .build import build_and_load, finish_model
 from .config import IMAGENET_MEAN, IMAGENET_STD, ArchConfig
+from .dinov3 import arch_from_hf_dinov3_config, convert_hf_dinov3_state_dict
 from .formats import CheckpointFormat, register_format
 from .vit import VisionTransformer
 
 PathLike = Union[str, os.PathLike]
-HF_TYPES = ("dinov2", "dinov2_with_registers", "vit")
+HF_TYPES = ("dinov2", "dinov2_with_registers", "vit", "dinov3_vit")
 HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 INTERPOLATIONS = ("official", "transformers")
 
@@ -234,7 +241,7 @@ def check_hf_config(config: Mapping[str, Any], source: str = "config.json") -> N
             f"{source}: model_type {kind!r} is not supported; dinokit converts {', '.join(HF_TYPES)} models"
         )
     act = config.get("hidden_act", "gelu")
-    if act != "gelu":
+    if act != "gelu" and not (kind == "dinov3_vit" and act == "silu"):
         raise WeightsError(f"{source}: hidden_act {act!r} is not supported (only exact GELU)")
     if int(config.get("num_channels", 3)) != 3:
         raise WeightsError(f"{source}: only 3-channel (RGB) models are supported")
@@ -344,8 +351,13 @@ def load_hf_model(
             return load_hf_model(_from_hub(str(source)), interpolation=interpolation, device=device, dtype=dtype)
         else:
             raise WeightsError(f"{source}: no such Hugging Face model folder")
-    state = convert_hf_state_dict(raw, name)
-    arch = arch_from_hf_config(cfg_dict, state, interpolation, preprocessor, name)
+    if cfg_dict.get("model_type") == "dinov3_vit":
+        arch = arch_from_hf_dinov3_config(cfg_dict, preprocessor, name)
+        periods = "transformers" if interpolation == "transformers" else "release"
+        state = convert_hf_dinov3_state_dict(raw, name, arch.head_dim, periods, arch.rope_base)
+    else:
+        state = convert_hf_state_dict(raw, name)
+        arch = arch_from_hf_config(cfg_dict, state, interpolation, preprocessor, name)
     return finish_model(build_and_load(arch, state, name), None, name, device, dtype)
 
 

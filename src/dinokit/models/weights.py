@@ -66,6 +66,12 @@ def download_weights(spec: ModelSpec, progress: bool = True) -> Path:
         raise WeightsError(f"model {spec.name} has no download URL; pass --weights FILE")
     if dst.is_file():
         return dst
+    if spec.url is None:
+        where = f"request them at {spec.request_url}, then " if spec.request_url else ""
+        raise WeightsError(
+            f"{dst}: no such weights file; the weights of {spec.name} are not downloaded automatically: "
+            f"{where}save {spec.filename} as {dst} or pass it with --weights FILE"
+        )
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         torch.hub.download_url_to_file(spec.url, str(dst), progress=progress)
