@@ -164,8 +164,7 @@ def convert_hf_dinov3_state_dict(
     ``transformers`` keeps no key bias and no periods: the fused ``qkv`` gets a
     zero key bias and the official ``bias_mask``; ``periods`` is ``"release"``
     (the bfloat16 values the released checkpoints store) or ``"transformers"``
-    (``1 / inv_freq``, to reproduce ``transformers`` itself). Without a config
-    the head size is taken as 64 (every released DINOv3 ViT).
+    (``1 / inv_freq``, to reproduce ``transformers`` itself).
     """
     gated = any(".mlp.gate_proj." in k for k in state)
     out: dict[str, Tensor] = {}
@@ -215,11 +214,15 @@ def _fuse_qkv(qkv: dict, out: dict[str, Tensor], source: str) -> None:
         out[f"blocks.{i}.attn.qkv.{param}"] = torch.cat((q, k, v), dim=0)
 
 
+# Head count of the released widths, for a transformers state dict without its config.json.
+_RELEASED_HEADS = {384: 6, 768: 12, 1024: 16, 1280: 20, 4096: 32}
+
+
 def _hf_convert(state: Mapping[str, Tensor], source: str) -> dict[str, Tensor]:
     dim = int(state["embeddings.patch_embeddings.weight"].shape[0])
-    if dim % 64:
+    if dim not in _RELEASED_HEADS:
         raise WeightsError(f"{source}: a {dim}-wide DINOv3 needs its config.json to tell the head count")
-    return convert_hf_dinov3_state_dict(state, source)
+    return convert_hf_dinov3_state_dict(state, source, dim // _RELEASED_HEADS[dim])
 
 
 HF_DINOV3_FORMAT = register_format(CheckpointFormat("transformers-dinov3", looks_like_hf_dinov3, _hf_convert))
