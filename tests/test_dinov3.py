@@ -267,6 +267,7 @@ def test_shifted_crop_lines_up_better_with_true_centres():
         a, b = tokens(full, naive), tokens(crop, naive)
         n = min(a.shape[0] - 1, b.shape[0])
         scores[naive] = F.cosine_similarity(a[1:1 + n, 1:1 + n], b[:n, :n], dim=-1).mean().item()
+    print(f"mean cosine of corresponding tokens: true centres {scores[False]:.4f}, naive grid {scores[True]:.4f}")
     assert scores[False] > scores[True], scores
 
 
