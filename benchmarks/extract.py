@@ -90,6 +90,16 @@ def measure_rope_overhead(size: tuple[int, int], stride: int, repeat: int) -> di
     return best
 
 
+def rope_overhead_table(repeat: int) -> None:
+    """Print the RoPE-against-table rows of DINOv3 ViT-S/16 (each pair in a fresh process)."""
+    rows = []
+    for size, stride in [((224, 224), 16), ((224, 224), 8), ((448, 448), 16), ((448, 448), 8)]:
+        r, _ = run_isolated(measure_rope_overhead, size, stride, repeat)
+        rows.append({"size": f"{size[0]}x{size[1]}", "stride": stride, "RoPE s/img": r["rope"],
+                     "table s/img": r["table"], "RoPE overhead %": 100 * (r["rope"] / r["table"] - 1)})
+    print_table(rows, "DINOv3 ViT-S/16: RoPE against a position table, equal tokens (key facet + saliency)")
+
+
 def loop_bin(desc: torch.Tensor, rows: int, cols: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """The reference's per-position log-binning loop (baseline), optionally into a reused buffer."""
     B, T, D = desc.shape
@@ -173,12 +183,7 @@ def main() -> None:
         print("matmul GFLOP/s: fp32 2048^3 torch.mm measured in the row's own process just before and after "
               "it (the better of the two); peak MiB: the process's peak RSS (Python and torch included).")
     if args.rope_overhead:
-        rope_rows = []
-        for size, stride in [((224, 224), 16), ((224, 224), 8), ((448, 448), 16), ((448, 448), 8)]:
-            r, _ = run_isolated(measure_rope_overhead, size, stride, max(args.repeat, 3))
-            rope_rows.append({"size": f"{size[0]}x{size[1]}", "stride": stride, "RoPE s/img": r["rope"],
-                              "table s/img": r["table"], "RoPE overhead %": 100 * (r["rope"] / r["table"] - 1)})
-        print_table(rope_rows, "DINOv3 ViT-S/16: RoPE against a position table, equal tokens (key facet + saliency)")
+        rope_overhead_table(max(args.repeat, 3))
     if args.no_binning or args.only_huge:
         return
 

@@ -311,3 +311,16 @@ def test_correspond_and_cosegment(tmp_path, tiny_dinov3_file, data_dir):
     assert info["geometry_a"]["patch_size"] == 16 and 1 <= len(info["pairs"]) <= 3
     assert main(["cosegment", a, b, c, "-o", str(tmp_path / "s"), *common]) == 0
     assert len(list((tmp_path / "s").rglob("*_mask.png"))) == 3
+
+
+def test_default_stride_is_8_and_licence_note_shown_once(tmp_path, monkeypatch, capsys, tiny_dinov3_file):
+    import dinokit.models.dinov3 as v3
+    from dinokit.features.extractor import resolve_stride
+
+    assert resolve_stride("auto", 16) == 8
+    monkeypatch.setattr(v3, "_noticed", False)
+    load_model(weights=tiny_dinov3_file)
+    load_model(weights=tiny_dinov3_file)
+    load_model(arch=tiny_cfg(), pretrained=False)
+    err = capsys.readouterr().err
+    assert err.count("DINOv3 License") == 1

@@ -69,16 +69,18 @@ class LinearKMaskedBias(nn.Linear):
         return F.linear(x, self.weight, bias)
 
 
-def rope_apply(x: Tensor, cos: Tensor, sin: Tensor, prefix: int) -> Tensor:
-    """Rotate the patch tokens of ``x`` (``(B, heads, N, head_dim)``), leaving the ``prefix`` tokens alone.
+def rope_apply(x: Tensor, cos: Tensor, sin_signed: Tensor, prefix: int) -> Tensor:
+    """Rotate the patch tokens of ``x`` (``(..., N, head_dim)``), leaving the first ``prefix`` tokens alone.
 
-    The rotation is DINOv3's (halves rotated: ``x * cos + [-x2, x1] * sin``),
+    DINOv3's rotation ``x * cos + [-x2, x1] * sin``, written as ``x * cos +
+    [x2, x1] * [-sin, sin]`` (``sin_signed``, see :class:`RopeEmbedding`),
+    which is the same arithmetic bit for bit with one operation less;
     computed in float32 and cast back to ``x``'s dtype, as the release does.
     """
-    patches = x[:, :, prefix:].float()
-    x1, x2 = patches.chunk(2, dim=-1)
-    rotated = patches * cos + torch.cat((-x2, x1), dim=-1) * sin
-    return torch.cat((x[:, :, :prefix], rotated.to(x.dtype)), dim=2)
+    patches = x[..., prefix:, :].float()
+    half = patches.shape[-1] // 2
+    rotated = patches * cos + torch.cat((patches[..., half:], patches[..., :half]), dim=-1) * sin_signed
+    return torch.cat((x[..., :prefix, :], rotated.to(x.dtype)), dim=-2)
 
 
 class Attention(nn.Module):
@@ -109,9 +111,9 @@ class Attention(nn.Module):
             for i, name in enumerate(("query", "key", "value")):
                 if name in want:
                     taps[name] = qkv[i]
-        if rope is not None:
-            cos, sin, prefix = rope
-            q, k = rope_apply(q, cos, sin, prefix), rope_apply(k, cos, sin, prefix)
+        if rope is not None:  # queries and keys rotated together, in one pass
+            cos, sin_signed, prefix = rope
+            q, k = rope_apply(qkv[:2], cos, sin_signed, prefix).unbind(0)
         if taps is not None and "cls_attn" in want:  # one row, in float32 even for a half-precision model
             logits = (q[:, :, :1].float() * self.scale) @ k.float().transpose(-2, -1)
             taps["cls_attn"] = logits.softmax(dim=-1)[:, :, 0]
@@ -265,8 +267,9 @@ class RopeEmbedding(nn.Module):
     smaller stride places the extra (overlapping) patches between them, so
     stride 8 describes the same image as stride 16, only more densely.
     Angles are ``2 pi * coordinate / period`` per axis (``periods`` is the
-    checkpoint's buffer), computed in float32; cos/sin are cached per grid,
-    stride and device.
+    checkpoint's buffer), computed in float32; cos and ``sin_signed`` (the
+    sine with its first half negated, which folds the sign of the rotation
+    into the table) are cached per grid, stride and device.
     """
 
     def __init__(self, head_dim: int, base: float = 100.0) -> None:
@@ -277,7 +280,7 @@ class RopeEmbedding(nn.Module):
         self._cache: dict[tuple, tuple[Tensor, Tensor]] = {}
 
     def forward(self, grid: tuple[int, int], plain_grid: tuple[int, int], stride: int, patch: int) -> tuple[Tensor, Tensor]:
-        """``(cos, sin)``, each ``(rows * cols, head_dim)`` float32, for a ``grid`` at ``stride``."""
+        """``(cos, sin_signed)``, each ``(rows * cols, head_dim)`` float32, for a ``grid`` at ``stride``."""
         periods = self.periods
         key = (grid, plain_grid, stride, patch, periods.device, periods.data_ptr(), periods._version)
         hit = self._cache.get(key)
@@ -292,7 +295,9 @@ class RopeEmbedding(nn.Module):
         angles = angles.flatten(1, 2).tile(2)  # (HW, head_dim)
         if len(self._cache) >= 16:
             self._cache.clear()
-        self._cache[key] = (torch.cos(angles), torch.sin(angles))
+        sin = torch.sin(angles)
+        half = sin.shape[-1] // 2
+        self._cache[key] = (torch.cos(angles), torch.cat((-sin[:, :half], sin[:, half:]), dim=-1))
         return self._cache[key]
 
 

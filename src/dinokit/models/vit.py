@@ -163,7 +163,7 @@ class VisionTransformer(nn.Module):
         return tokens, grid
 
     def rope(self, image_hw: tuple[int, int], grid: tuple[int, int], stride: Optional[int] = None) -> Optional[tuple]:
-        """``(cos, sin, prefix)`` for the blocks of a RoPE model (``None`` for a table model).
+        """``(cos, sin_signed, prefix)`` for the blocks of a RoPE model (``None`` for a table model).
 
         Overlapping patches get their true centres: see
         :class:`~dinokit.models.layers.RopeEmbedding` for the rule.
