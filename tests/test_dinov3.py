@@ -324,3 +324,26 @@ def test_default_stride_is_8_and_licence_note_shown_once(tmp_path, monkeypatch, 
     load_model(arch=tiny_cfg(), pretrained=False)
     err = capsys.readouterr().err
     assert err.count("DINOv3 License") == 1
+
+
+def test_attention_pca_parts_leave_storage_tokens_out(tmp_path, tiny_dinov3_file, data_dir):
+    """Storage tokens are neither locations nor part of the CLS softmax, exactly as DINOv2's registers."""
+    from safetensors.torch import load_file
+
+    from dinokit.features import preprocess
+
+    imgs = _images(data_dir, 3)
+    common = ["--weights", str(tiny_dinov3_file), "--device", "cpu", "-q", "--load-size", "64"]
+    assert main(["attention", imgs[0], "-o", str(tmp_path / "a"), *common, "--save-arrays"]) == 0
+    (arrays,) = (tmp_path / "a").rglob("attention.safetensors")
+    grid = load_file(str(arrays))["grid_attention"]
+    assert grid.shape == (HEADS, 5, 4)  # 88x64 at stride 16
+    net = load_model(weights=tiny_dinov3_file)
+    x = preprocess(imgs[0], 64, net.cfg.mean, net.cfg.std).tensor[None]
+    with torch.no_grad():
+        cls_attn = net.run(x, {-1: ("cls_attn",)}).taps[DEPTH - 1]["cls_attn"][0]
+    kept = cls_attn[:, :1] + cls_attn[:, 5:].sum(-1, keepdim=True)
+    torch.testing.assert_close(grid, (cls_attn[:, 5:] / kept).reshape(HEADS, 5, 4))
+    assert main(["pca", *imgs[:2], "-o", str(tmp_path / "p"), *common, "--layer", "2", "--components", "3"]) == 0
+    assert main(["parts", *imgs, "-o", str(tmp_path / "q"), *common, "--layer", "2", "--num-parts", "2", "--no-crf"]) == 0
+    assert len(list((tmp_path / "q").rglob("*_parts.png"))) == 3
