@@ -1,7 +1,8 @@
 """Descriptor extraction speed and memory (issue: foundation).
 
 Prints, for ViT-S/8 with random weights at 224x224 and 480x640, strides 8 and 4,
-and DINOv2 ViT-S/14 at 224x224 and 448x448, strides 14 and 7: seconds per image,
+DINOv2 ViT-S/14 at 224x224 and 448x448, strides 14 and 7, and DINOv3 ViT-S/16 at
+224x224 and 448x448, strides 16 and 8: seconds per image,
 achieved GFLOP/s and its share of this machine's fp32 matmul GFLOP/s, peak
 memory, and log-binning time against a straightforward per-position loop.
 
@@ -14,6 +15,14 @@ minutes, so a single baseline at the start would misstate the percentages.
     python benchmarks/extract.py --huge     # also 1024x1024 at stride 4 (~65k tokens; tens of minutes)
     python benchmarks/extract.py --models dinov2_vits14   # only the DINOv2 rows
     python benchmarks/extract.py --only-huge               # just the 1024x1024 row
+    python benchmarks/extract.py --models dinov3_vits16 --rope-overhead --no-binning   # DINOv3 rows + RoPE cost
+
+``--rope-overhead`` times DINOv3 ViT-S/16 against the same network with a
+learned position table instead of RoPE (DINOv2's layout: same tokens, same
+4 extra tokens), alternating the two in one process so drift hits both alike.
+The RoPE cos/sin are cached per grid, so what remains is the rotation of the
+patch queries and keys in every block. GFLOP/s count the matmuls only, as for
+every row (RoPE's elementwise work is not counted).
 """
 
 from __future__ import annotations
@@ -54,6 +63,41 @@ def measure(model_name: str, size: tuple[int, int], stride: int, repeat: int, wa
     tokens = model.num_prefix_tokens + rows * cols
     flops = vit_flops(tokens, model.embed_dim, len(model.blocks), model.patch_size, model.cfg.mlp_ratio)
     return dict(seconds=seconds, tokens=tokens, gflops=flops / seconds / 1e9)
+
+
+def measure_rope_overhead(size: tuple[int, int], stride: int, repeat: int) -> dict:
+    """Best seconds of DINOv3 ViT-S/16 and of the same ViT with a position table, interleaved."""
+    import time
+
+    from dinokit.features import Extractor
+    from dinokit.models import create_model, get_spec
+
+    torch.manual_seed(0)
+    cfg = get_spec("dinov3_vits16").arch
+    table = cfg.replace(pos="table", pos_embed_mode="dinov2", interpolate_offset=0.0, interpolate_antialias=True)
+    runs = {}
+    for key, arch in (("rope", cfg), ("table", table)):
+        ex = Extractor(create_model(arch, seed=0), stride=stride, device="cpu")
+        x = torch.randn(1, 3, *size)
+        runs[key] = lambda ex=ex, x=x: ex.extract(x, layers=-1, facets="key", saliency=True)
+        runs[key]()  # warm-up (and the RoPE cache)
+    best = {k: float("inf") for k in runs}
+    for _ in range(repeat):
+        for key, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            best[key] = min(best[key], time.perf_counter() - t0)
+    return best
+
+
+def rope_overhead_table(repeat: int) -> None:
+    """Print the RoPE-against-table rows of DINOv3 ViT-S/16 (each pair in a fresh process)."""
+    rows = []
+    for size, stride in [((224, 224), 16), ((224, 224), 8), ((448, 448), 16), ((448, 448), 8)]:
+        r, _ = run_isolated(measure_rope_overhead, size, stride, repeat)
+        rows.append({"size": f"{size[0]}x{size[1]}", "stride": stride, "RoPE s/img": r["rope"],
+                     "table s/img": r["table"], "RoPE overhead %": 100 * (r["rope"] / r["table"] - 1)})
+    print_table(rows, "DINOv3 ViT-S/16: RoPE against a position table, equal tokens (key facet + saliency)")
 
 
 def loop_bin(desc: torch.Tensor, rows: int, cols: int, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -106,6 +150,8 @@ def main() -> None:
     ap.add_argument("--only-huge", action="store_true", help="run only the 1024x1024 row")
     ap.add_argument("--no-binning", action="store_true", help="skip the log-binning table")
     ap.add_argument("--binning-only", action="store_true", help="run only the log-binning table")
+    ap.add_argument("--rope-overhead", action="store_true",
+                    help="also time DINOv3 ViT-S/16 against the same ViT with a position table (equal tokens)")
     ap.add_argument("--models", nargs="*", default=None,
                     help="models of the standard grid (default dino_vits8 plus the extra backbone rows)")
     args = ap.parse_args()
@@ -136,6 +182,8 @@ def main() -> None:
         print_table(rows, "Extraction: key facet of the last block + saliency, random weights, batch 1, fp32")
         print("matmul GFLOP/s: fp32 2048^3 torch.mm measured in the row's own process just before and after "
               "it (the better of the two); peak MiB: the process's peak RSS (Python and torch included).")
+    if args.rope_overhead:
+        rope_overhead_table(max(args.repeat, 3))
     if args.no_binning or args.only_huge:
         return
 
@@ -167,6 +215,11 @@ EXTRA_CONFIGS: list[tuple[str, tuple[int, int], int]] = [
     ("dinov2_vits14", (224, 224), 7),
     ("dinov2_vits14", (448, 448), 14),
     ("dinov2_vits14", (448, 448), 7),
+    # DINOv3 ViT-S/16 (RoPE, 4 storage tokens): native stride and overlapping patches at 8.
+    ("dinov3_vits16", (224, 224), 16),
+    ("dinov3_vits16", (224, 224), 8),
+    ("dinov3_vits16", (448, 448), 16),
+    ("dinov3_vits16", (448, 448), 8),
 ]
 
 if __name__ == "__main__":

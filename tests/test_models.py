@@ -222,3 +222,66 @@ def test_models_command_lists_cache_state(capsys, tmp_path, monkeypatch):
         assert lines[name].split()[-2] == ("yes" if name == "dino_vits16" else "no")
     assert "(default)" in lines["dino_vits8"]
     assert str(cached.parent) in lines["Weights"]
+
+
+def test_num_heads_contradicting_the_stored_architecture_is_refused(tmp_path, tiny_weights):
+    """--num-heads may only fill in what a file does not say, never overrule it."""
+    cfg = ArchConfig(patch_size=8, embed_dim=48, depth=2, num_heads=4, img_size=32)
+    path = save_backbone(create_model(cfg, seed=0), tmp_path / "m.safetensors")
+    assert load_model(weights=path, num_heads=4).cfg.num_heads == 4  # agreeing is fine
+    with pytest.raises(WeightsError, match=r"^\S*m\.safetensors: --num-heads 6 contradicts .* 4 heads") as err:
+        load_model(weights=path, num_heads=6)
+    assert "\n" not in str(err.value)
+    with pytest.raises(WeightsError, match=r"model dino_vits16: --num-heads 3 contradicts .* 6 heads"):
+        load_model("dino_vits16", pretrained=False, num_heads=3)
+    plain = tmp_path / "plain.pth"
+    torch.save(load_model(weights=tiny_weights).state_dict(), plain)
+    with pytest.raises(WeightsError, match=r"\(model dino_vits8\): --num-heads 4 contradicts .* 6 heads"):
+        load_model("dino_vits8", weights=plain, num_heads=4)
+    image = str(tiny_weights.parent / "images" / "cat.jpg")
+    args = ["extract", image, "-o", str(tmp_path / "out"), "--weights", str(path), "--num-heads", "6", "--load-size", "32"]
+    assert main(args) == 2
+
+
+def test_models_modules_import_each_other_acyclically():
+    """No function-level imports between model modules, and no import cycle at module level."""
+    import ast
+    from pathlib import Path as _Path
+
+    import dinokit.models as pkg
+
+    folder = _Path(pkg.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for file in folder.glob("*.py"):
+        tree = ast.parse(file.read_text())
+        top = set(tree.body)
+        deps = graph.setdefault(file.stem, set())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names = [node.module] if node.module else [a.name for a in node.names]
+                if node not in top and not _under_type_checking(tree, node):
+                    raise AssertionError(f"{file.name}: function-level import of .{names[0]}")
+                deps.update(n.split(".")[0] for n in names)
+    graph.pop("__init__")
+    seen: dict[str, int] = {}
+
+    def visit(mod: str, path: tuple[str, ...]) -> None:
+        if seen.get(mod) == 2 or mod not in graph:
+            return
+        assert seen.get(mod) != 1, f"import cycle: {' -> '.join(path + (mod,))}"
+        seen[mod] = 1
+        for dep in graph[mod]:
+            visit(dep, path + (mod,))
+        seen[mod] = 2
+
+    for mod in graph:
+        visit(mod, ())
+
+
+def _under_type_checking(tree, node) -> bool:
+    import ast
+
+    return any(
+        isinstance(n, ast.If) and getattr(n.test, "id", None) == "TYPE_CHECKING" and node in list(ast.walk(n))
+        for n in tree.body
+    )

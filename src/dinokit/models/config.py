@@ -28,8 +28,16 @@ class ArchConfig:
     ``interpolate_antialias`` complete the rule: an offset > 0 resizes by the
     scale factor ``(grid + offset) / M`` (DINO, DINOv2 without registers: 0.1),
     an offset of 0 resizes to the grid size exactly (DINOv2 with registers,
-    which also antialias). ``ffn`` is ``"mlp"`` (fc1/GELU/fc2) or ``"swiglu"``
-    (DINOv2 ViT-g).
+    which also antialias). ``ffn`` is ``"mlp"`` (fc1/GELU/fc2), ``"swiglu"``
+    (DINOv2 ViT-g, packed ``w12``/``w3``) or ``"swiglu_split"`` (DINOv3,
+    ``w1``/``w2``/``w3``); ``ffn_hidden`` fixes the hidden size (0: ``embed_dim
+    * mlp_ratio``, rounded as DINOv2 does for its SwiGLU).
+
+    ``pos`` is ``"table"`` (a learned absolute table, DINO / DINOv2) or
+    ``"rope"`` (DINOv3: no table, axial rotary embedding of the patch
+    tokens' queries and keys with ``rope_base``; the extra tokens are called
+    storage tokens; ``mask_k_bias`` masks the key bias of ``qkv``;
+    ``local_cls_norm`` keeps the unused second CLS norm some checkpoints carry).
     """
 
     arch: str = "vit"
@@ -48,6 +56,11 @@ class ArchConfig:
     mask_token: bool = False
     interpolate_offset: float = 0.1
     interpolate_antialias: bool = False
+    pos: str = "table"
+    rope_base: float = 100.0
+    mask_k_bias: bool = False
+    ffn_hidden: int = 0
+    local_cls_norm: bool = False
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -59,8 +72,12 @@ class ArchConfig:
         for name in ("patch_size", "embed_dim", "depth", "num_heads", "img_size"):
             if getattr(self, name) <= 0:
                 raise WeightsError(f"architecture field {name} must be positive, got {getattr(self, name)}")
-        if self.ffn not in ("mlp", "swiglu"):
-            raise WeightsError(f"unknown ffn {self.ffn!r} (expected 'mlp' or 'swiglu')")
+        if self.ffn not in ("mlp", "swiglu", "swiglu_split"):
+            raise WeightsError(f"unknown ffn {self.ffn!r} (expected 'mlp', 'swiglu' or 'swiglu_split')")
+        if self.pos not in ("table", "rope"):
+            raise WeightsError(f"unknown pos {self.pos!r} (expected 'table' or 'rope')")
+        if self.pos == "rope" and self.head_dim % 4:
+            raise WeightsError(f"RoPE needs a head size divisible by 4, got {self.head_dim}")
         if self.pos_embed_mode not in ("dino", "dinov2"):
             raise WeightsError(f"unknown pos_embed_mode {self.pos_embed_mode!r}")
         if not 0.0 <= self.interpolate_offset < 1.0:
@@ -88,7 +105,7 @@ class ArchConfig:
                 meta[key] = "true" if value else "false"
             elif isinstance(value, (tuple, list)):
                 meta[key] = ",".join(str(v) for v in value)
-            elif isinstance(value, float) and value.is_integer() and key != "layernorm_eps":
+            elif isinstance(value, float) and value.is_integer() and key not in ("layernorm_eps", "rope_base"):
                 meta[key] = str(int(value))
             else:
                 meta[key] = str(value)

@@ -21,6 +21,12 @@ converted ``facebook/dinov2-small`` gives the same features as the named
 hidden states, attention and CLS output, at grids larger and smaller than the
 native one). For DINOv2 with registers both rules are the same (exact size,
 antialiased), so parity is exact with either setting.
+
+DINOv3 (``DINOv3ViTModel``, model type ``dinov3_vit``) is converted by
+:mod:`dinokit.models.dinov3`; there the same switch chooses the RoPE periods
+(``transformers`` stores none): ``"official"`` the bfloat16-rounded values of
+the released checkpoints, ``"transformers"`` the ones ``transformers``
+recomputes from ``rope_theta``.
 """
 
 from __future__ import annotations
@@ -35,11 +41,14 @@ import torch
 from torch import Tensor
 
 from ..errors import WeightsError
+from .build import build_and_load, finish_model
 from .config import IMAGENET_MEAN, IMAGENET_STD, ArchConfig
+from .dinov3 import arch_from_hf_dinov3_config, convert_hf_dinov3_state_dict
+from .formats import CheckpointFormat, register_format
 from .vit import VisionTransformer
 
 PathLike = Union[str, os.PathLike]
-HF_TYPES = ("dinov2", "dinov2_with_registers", "vit")
+HF_TYPES = ("dinov2", "dinov2_with_registers", "vit", "dinov3_vit")
 HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 INTERPOLATIONS = ("official", "transformers")
 
@@ -125,11 +134,11 @@ def convert_hf_state_dict(state: Mapping[str, Tensor], source: str = "weights") 
     for (i, param), parts in qkv.items():
         if any(p is None for p in parts):
             raise WeightsError(f"{source}: layer {i} lacks one of the query/key/value {param}s")
-        out[f"blocks.{i}.attn.qkv.{param}"] = torch.cat(parts, dim=0)  # type: ignore[arg-type]
+        out[f"blocks.{i}.attn.qkv.{param}"] = torch.cat([p for p in parts if p is not None], dim=0)
     for (i, param), parts in gate_up.items():
         if any(p is None for p in parts):
             raise WeightsError(f"{source}: layer {i} lacks the gate or up projection {param}")
-        out[f"blocks.{i}.mlp.w12.{param}"] = torch.cat(parts, dim=0)  # type: ignore[arg-type]
+        out[f"blocks.{i}.mlp.w12.{param}"] = torch.cat([p for p in parts if p is not None], dim=0)
     return out
 
 
@@ -188,8 +197,8 @@ def arch_from_hf_config(
         mode = "dinov2"
         offset, antialias = (0.1 if interpolation == "official" else 0.0), False
     if preprocessor and "image_mean" in preprocessor and "image_std" in preprocessor:
-        mean = tuple(float(v) for v in preprocessor["image_mean"])
-        std = tuple(float(v) for v in preprocessor["image_std"])
+        mean = _rgb(preprocessor["image_mean"], "image_mean", source)
+        std = _rgb(preprocessor["image_std"], "image_std", source)
     elif kind == "vit":
         mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # ViTImageProcessor's defaults
     else:
@@ -210,9 +219,18 @@ def arch_from_hf_config(
         mask_token=mask,
         interpolate_offset=offset,
         interpolate_antialias=antialias,
-        mean=mean,  # type: ignore[arg-type]
-        std=std,  # type: ignore[arg-type]
+        mean=mean,
+        std=std,
     )
+
+
+def _rgb(values: Any, name: str, source: str) -> tuple[float, float, float]:
+    """Three per-channel floats of a preprocessor config."""
+    try:
+        r, g, b = (float(v) for v in values)
+    except (TypeError, ValueError):
+        raise WeightsError(f"{source}: {name} must be three numbers, got {values!r}") from None
+    return r, g, b
 
 
 def check_hf_config(config: Mapping[str, Any], source: str = "config.json") -> None:
@@ -223,7 +241,7 @@ def check_hf_config(config: Mapping[str, Any], source: str = "config.json") -> N
             f"{source}: model_type {kind!r} is not supported; dinokit converts {', '.join(HF_TYPES)} models"
         )
     act = config.get("hidden_act", "gelu")
-    if act != "gelu":
+    if act != "gelu" and not (kind == "dinov3_vit" and act == "silu"):
         raise WeightsError(f"{source}: hidden_act {act!r} is not supported (only exact GELU)")
     if int(config.get("num_channels", 3)) != 3:
         raise WeightsError(f"{source}: only 3-channel (RGB) models are supported")
@@ -308,8 +326,6 @@ def load_hf_model(
     network on first use). The weights are loaded strictly into the official
     layout; the model is returned in eval mode with ``spec=None``.
     """
-    from .weights import build_and_load
-
     preprocessor: Optional[dict] = None
     if isinstance(source, torch.nn.Module):
         config = getattr(source, "config", None)
@@ -335,15 +351,14 @@ def load_hf_model(
             return load_hf_model(_from_hub(str(source)), interpolation=interpolation, device=device, dtype=dtype)
         else:
             raise WeightsError(f"{source}: no such Hugging Face model folder")
-    state = convert_hf_state_dict(raw, name)
-    arch = arch_from_hf_config(cfg_dict, state, interpolation, preprocessor, name)
-    net = build_and_load(arch, state, name)
-    net.spec = None  # type: ignore[attr-defined]
-    net.source = name  # type: ignore[attr-defined]
-    net.eval().requires_grad_(False)
-    if device is not None or dtype is not None:
-        net.to(device=device, dtype=dtype)
-    return net
+    if cfg_dict.get("model_type") == "dinov3_vit":
+        arch = arch_from_hf_dinov3_config(cfg_dict, preprocessor, name)
+        periods = "transformers" if interpolation == "transformers" else "release"
+        state = convert_hf_dinov3_state_dict(raw, name, arch.head_dim, periods, arch.rope_base)
+    else:
+        state = convert_hf_state_dict(raw, name)
+        arch = arch_from_hf_config(cfg_dict, state, interpolation, preprocessor, name)
+    return finish_model(build_and_load(arch, state, name), None, name, device, dtype)
 
 
 def _from_hub(repo_id: str) -> torch.nn.Module:
@@ -365,7 +380,11 @@ def _from_hub(repo_id: str) -> torch.nn.Module:
         ) from None
 
 
+# A transformers state dict without its config.json (e.g. a bare model.safetensors).
+HF_FORMAT = register_format(CheckpointFormat("transformers", looks_like_hf, convert_hf_state_dict))
+
 __all__ = [
+    "HF_FORMAT",
     "HF_TYPES",
     "INTERPOLATIONS",
     "arch_from_hf_config",

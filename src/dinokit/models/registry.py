@@ -23,7 +23,8 @@ class ModelSpec:
     ``saliency_heads`` are the attention heads averaged for saliency maps
     (``None`` means all heads). ``cache_name`` names the cached file when the
     URL's last part is not unique (Hugging Face hub files are all called
-    ``model.safetensors``).
+    ``model.safetensors``). ``request_url`` is where gated weights (no
+    ``url``, nothing downloaded) are requested by hand.
     """
 
     name: str
@@ -33,6 +34,7 @@ class ModelSpec:
     saliency_heads: Optional[tuple[int, ...]] = None
     aliases: tuple[str, ...] = field(default_factory=tuple)
     cache_name: Optional[str] = None
+    request_url: Optional[str] = None
 
     @property
     def filename(self) -> Optional[str]:

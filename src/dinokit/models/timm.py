@@ -34,7 +34,9 @@ import torch
 from torch import Tensor
 
 from ..errors import WeightsError
+from .build import build_and_load, finish_model, infer_dino_arch
 from .config import ArchConfig
+from .formats import CheckpointFormat, register_format
 from .registry import ModelSpec, register_model
 from .vit import VisionTransformer
 
@@ -116,8 +118,6 @@ def load_timm_model(
             f"loading the timm model {name!r} needs timm, which is not installed: pip install 'dinokit[timm]' "
             "(or pass a timm checkpoint file with --weights FILE)"
         ) from None
-    from .weights import build_and_load, infer_arch
-
     try:
         foreign = timm_lib.create_model(name, pretrained=pretrained)
     except Exception as exc:  # unknown name, offline download ...
@@ -127,19 +127,13 @@ def load_timm_model(
     if blocks is None or not hasattr(blocks[0], "attn") or not hasattr(foreign, "patch_embed"):
         raise WeightsError(f"timm model {name!r} is not a plain ViT (no blocks / patch_embed)")
     state = convert_timm_state_dict(foreign.state_dict(), f"timm:{name}")
-    cfg = infer_arch(state, int(blocks[0].attn.num_heads), f"timm:{name}")
+    cfg = infer_dino_arch(state, int(blocks[0].attn.num_heads), f"timm:{name}")
     eps = getattr(getattr(blocks[0], "norm1", None), "eps", cfg.layernorm_eps)
     pcfg = getattr(foreign, "pretrained_cfg", None) or {}
     mean = tuple(float(v) for v in pcfg.get("mean", cfg.mean))
     std = tuple(float(v) for v in pcfg.get("std", cfg.std))
     cfg = cfg.replace(layernorm_eps=float(eps), mean=mean, std=std)
-    net = build_and_load(cfg, state, f"timm:{name}")
-    net.spec = None  # type: ignore[attr-defined]
-    net.source = f"timm:{name}"  # type: ignore[attr-defined]
-    net.eval().requires_grad_(False)
-    if device is not None or dtype is not None:
-        net.to(device=device, dtype=dtype)
-    return net
+    return finish_model(build_and_load(cfg, state, f"timm:{name}"), None, f"timm:{name}", device, dtype)
 
 
 def _supervised(name: str, alias: str, patch: int, dim: int, heads: int, desc: str) -> None:
@@ -165,6 +159,8 @@ _supervised("vit_base_patch16_224.augreg_in21k_ft_in1k", "vit_base_patch16_224",
 _supervised("vit_base_patch8_224.augreg_in21k_ft_in1k", "vit_base_patch8_224", 8, 768, 12,
             "supervised ViT-B/8 (timm AugReg, IN-21k + IN-1k)")
 
+TIMM_FORMAT = register_format(CheckpointFormat("timm", looks_like_timm, convert_timm_state_dict))
+
 SUPERVISED_NAMES = (
     "vit_small_patch16_224.augreg_in21k_ft_in1k",
     "vit_base_patch16_224.augreg_in21k_ft_in1k",
@@ -173,6 +169,7 @@ SUPERVISED_NAMES = (
 
 __all__ = [
     "SUPERVISED_NAMES",
+    "TIMM_FORMAT",
     "TIMM_HUB_URL",
     "convert_timm_state_dict",
     "load_timm_model",

@@ -18,8 +18,12 @@ import torch
 
 from ..errors import WeightsError
 from ..io import save_tensors
-from .config import ARCH_PRESETS, STANDARD_HEADS, ArchConfig, arch_preset
+from .build import build_and_load, finish_model, shape_report  # noqa: F401  (shape_report: re-exported)
+from .config import ARCH_PRESETS, ArchConfig, arch_preset
+from .formats import arch_from_shapes, convert_checkpoint
+from .hf import HF_WEIGHT_FILES, is_hf_dir, load_hf_model
 from .registry import DEFAULT_MODEL, ModelSpec, get_spec, is_registered
+from .timm import load_timm_model
 from .vit import VisionTransformer
 
 PathLike = Union[str, os.PathLike]
@@ -62,6 +66,12 @@ def download_weights(spec: ModelSpec, progress: bool = True) -> Path:
         raise WeightsError(f"model {spec.name} has no download URL; pass --weights FILE")
     if dst.is_file():
         return dst
+    if spec.url is None:
+        where = f"request them at {spec.request_url}, then " if spec.request_url else ""
+        raise WeightsError(
+            f"{dst}: no such weights file; the weights of {spec.name} are not downloaded automatically: "
+            f"{where}save {spec.filename} as {dst} or pass it with --weights FILE"
+        )
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         torch.hub.download_url_to_file(spec.url, str(dst), progress=progress)
@@ -124,19 +134,17 @@ def read_weights(path: PathLike, checkpoint_key: str = "teacher") -> LoadedWeigh
 
 
 def unwrap_checkpoint(obj: Mapping, source: str = "checkpoint", key: str = "teacher") -> tuple[dict, list[str]]:
-    """Find the backbone state dict inside a checkpoint and normalise its keys."""
+    """Find the backbone state dict inside a checkpoint and bring it to dinokit's layout.
+
+    Wrapper prefixes and head entries are removed, then the first matching
+    adapter of :data:`~dinokit.models.formats.FORMATS` renames the rest.
+    """
     for candidate in (key, "teacher", "student", "model", "state_dict", "module"):
         if candidate in obj and isinstance(obj[candidate], Mapping):
             obj = obj[candidate]
             break
     state: dict[str, torch.Tensor] = {}
     dropped: list[str] = []
-    from .hf import convert_hf_state_dict, looks_like_hf
-    from .timm import convert_timm_state_dict, looks_like_timm
-
-    if looks_like_hf(obj):  # a transformers state dict without its config.json
-        dropped = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-        obj = convert_hf_state_dict({k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}, source)
     for name, value in obj.items():
         if not isinstance(value, torch.Tensor):
             dropped.append(name)
@@ -150,92 +158,13 @@ def unwrap_checkpoint(obj: Mapping, source: str = "checkpoint", key: str = "teac
         state[name] = value
     if not state:
         raise WeightsError(f"{source}: contains no tensors that look like a ViT backbone")
-    if looks_like_timm(state):
-        state = convert_timm_state_dict(state, source)
+    state, _ = convert_checkpoint(state, source)
     return state, dropped
 
 
 def infer_arch(state: Mapping[str, torch.Tensor], num_heads: Optional[int] = None, source: str = "weights") -> ArchConfig:
     """Architecture from tensor shapes; the head count must be given unless the width is standard."""
-    try:
-        w = state["patch_embed.proj.weight"]
-        pos = state["pos_embed"]
-    except KeyError as exc:
-        raise WeightsError(f"{source}: missing {exc.args[0]}, not a ViT backbone state dict") from None
-    dim, patch = int(w.shape[0]), int(w.shape[-1])
-    depth = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k)))
-    if num_heads is None:
-        if dim not in STANDARD_HEADS:
-            raise WeightsError(
-                f"{source}: cannot tell the number of attention heads of a {dim}-wide ViT from its weights; "
-                "pass --num-heads N (Python: num_heads=N)"
-            )
-        num_heads = STANDARD_HEADS[dim]
-    regs = int(state["register_tokens"].shape[1]) if "register_tokens" in state else 0
-    swiglu = "blocks.0.mlp.w12.weight" in state
-    if swiglu:
-        mlp_ratio = 4.0
-    else:
-        mlp_ratio = state["blocks.0.mlp.fc1.weight"].shape[0] / dim
-    n_pos = int(pos.shape[1]) - 1
-    side = int(round(n_pos**0.5))
-    layerscale = "blocks.0.ls1.gamma" in state
-    dinov2 = layerscale or regs > 0 or "mask_token" in state
-    return ArchConfig(
-        patch_size=patch,
-        embed_dim=dim,
-        depth=depth,
-        num_heads=int(num_heads),
-        mlp_ratio=float(mlp_ratio),
-        qkv_bias="blocks.0.attn.qkv.bias" in state,
-        img_size=side * patch,
-        num_register_tokens=regs,
-        layerscale=layerscale,
-        ffn="swiglu" if swiglu else "mlp",
-        pos_embed_mode="dinov2" if dinov2 else "dino",
-        mask_token="mask_token" in state,
-        # the official register models resize to the exact grid with antialiasing
-        interpolate_offset=0.0 if regs else 0.1,
-        interpolate_antialias=regs > 0,
-    )
-
-
-def shape_report(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
-    """Readable list of missing, unexpected and mis-shaped keys (empty when they match)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    lines = []
-    for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
-        if items:
-            shown = ", ".join(items[:4]) + (f" (+{len(items) - 4} more)" if len(items) > 4 else "")
-            lines.append(f"{len(items)} {title} key(s): {shown}")
-    return lines
-
-
-def build_and_load(cfg: ArchConfig, state: Mapping[str, torch.Tensor], source: str) -> VisionTransformer:
-    """Build a model for ``cfg`` and load ``state`` strictly, or raise a readable report.
-
-    The model is built on the meta device and takes the loaded tensors as its
-    parameters, so no time or memory goes into a random initialisation.
-    """
-    with torch.device("meta"):
-        model = VisionTransformer(cfg)
-    problems = shape_report(model, state)
-    if problems:
-        raise WeightsError(
-            f"{source}: the weights do not fit the architecture "
-            f"(patch {cfg.patch_size}, dim {cfg.embed_dim}, depth {cfg.depth}, heads {cfg.num_heads}): "
-            + "; ".join(problems)
-        )
-    tensors = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    model.load_state_dict(tensors, strict=True, assign=True)
-    return model
+    return arch_from_shapes(state, num_heads, source)
 
 
 def _arch_from_args(args: Any, state: Mapping[str, torch.Tensor], source: str) -> Optional[ArchConfig]:
@@ -274,13 +203,16 @@ def load_model(
       metadata, or from the tensor shapes (``num_heads`` for non-standard widths).
     - ``load_model("dino_vits8", pretrained=False)``: random weights (seeded).
 
-    The returned model is in eval mode and carries ``model.spec`` (or ``None``)
-    and ``model.source`` (where the weights came from).
+    A ``num_heads`` that contradicts a stored architecture (safetensors
+    metadata, a Hugging Face ``config.json``, a named model) is refused. The
+    returned model is in eval mode; ``model.spec`` is the named model (or
+    ``None``) and ``model.source`` where the weights came from.
     """
     foreign = _load_foreign(model, weights, pretrained)
     if foreign is not None:
-        net, spec, source = foreign
-        return _finish(net, spec, source, device, dtype)
+        net, spec = foreign
+        check_num_heads(net.cfg, num_heads, net.source)
+        return finish_model(net, spec, net.source, device, dtype)
     if model is not None and weights is None and (
         Path(model).suffix in WEIGHT_SUFFIXES or os.sep in model or (not is_registered(model) and Path(model).is_dir())
     ):
@@ -291,66 +223,72 @@ def load_model(
     if weights is not None:
         loaded = read_weights(weights, checkpoint_key)
         source = loaded.source
-        try:
-            if arch is not None:
-                cfg = arch if num_heads is None else arch.replace(num_heads=num_heads)
-            elif loaded.metadata and loaded.metadata.get("format") == "dinokit-arch-v1":
-                cfg = ArchConfig.from_metadata(loaded.metadata, source)
-                if num_heads is not None:
-                    cfg = cfg.replace(num_heads=num_heads)
-            elif spec is not None:
-                cfg = spec.arch if num_heads is None else spec.arch.replace(num_heads=num_heads)
-            elif num_heads is None and loaded.args is not None:
-                cfg = _arch_from_args(loaded.args, loaded.state_dict, source) or infer_arch(loaded.state_dict, None, source)
-            else:
-                cfg = infer_arch(loaded.state_dict, num_heads, source)
-        except WeightsError as exc:  # e.g. a head count that does not divide the width: name the file
-            if str(exc).startswith(source):
-                raise
-            raise WeightsError(f"{source}: {exc}") from None
-        net = build_and_load(cfg, loaded.state_dict, source)
+        net = build_and_load(_file_arch(loaded, spec, arch, num_heads), loaded.state_dict, source)
     elif spec is not None and pretrained:
+        check_num_heads(spec.arch, num_heads, f"model {spec.name}")
         path = download_weights(spec, progress=progress)
         loaded = read_weights(path, checkpoint_key)
         source = spec.url or str(path)
         net = build_and_load(spec.arch, loaded.state_dict, str(path))
     else:
-        cfg = arch or spec.arch  # type: ignore[union-attr]
+        if arch is None and spec is not None:
+            check_num_heads(spec.arch, num_heads, f"model {spec.name}")
+        cfg = arch if arch is not None else (spec.arch if spec is not None else None)
+        if cfg is None:
+            raise WeightsError("no model name, weights file or architecture given")
         if num_heads is not None:
             cfg = cfg.replace(num_heads=num_heads)
         net = VisionTransformer(cfg, seed=seed)  # initialised once, from the seed
         source = "random"
-    return _finish(net, spec, source, device, dtype)
+    return finish_model(net, spec, source, device, dtype)
 
 
-def _finish(net: VisionTransformer, spec: Optional[ModelSpec], source: str, device, dtype) -> VisionTransformer:
-    net.spec = spec  # type: ignore[attr-defined]
-    net.source = source  # type: ignore[attr-defined]
-    net.eval().requires_grad_(False)
-    if device is not None or dtype is not None:
-        net.to(device=device, dtype=dtype)
-    return net
+def check_num_heads(cfg: ArchConfig, num_heads: Optional[int], source: str) -> None:
+    """Refuse a ``--num-heads`` that contradicts the head count ``source`` stores."""
+    if num_heads is not None and int(num_heads) != cfg.num_heads:
+        raise WeightsError(
+            f"{source}: --num-heads {num_heads} contradicts the stored architecture, which has "
+            f"{cfg.num_heads} heads; leave --num-heads out"
+        )
+
+
+def _file_arch(
+    loaded: LoadedWeights, spec: Optional[ModelSpec], arch: Optional[ArchConfig], num_heads: Optional[int]
+) -> ArchConfig:
+    """The architecture of a weights file: given, from its metadata, its named model, args or shapes."""
+    source = loaded.source
+    try:
+        if arch is not None:
+            return arch if num_heads is None else arch.replace(num_heads=num_heads)
+        if loaded.metadata and loaded.metadata.get("format") == "dinokit-arch-v1":
+            cfg = ArchConfig.from_metadata(loaded.metadata, source)
+            check_num_heads(cfg, num_heads, source)
+            return cfg
+        if spec is not None:
+            check_num_heads(spec.arch, num_heads, f"{source} (model {spec.name})")
+            return spec.arch
+        if num_heads is None and loaded.args is not None:
+            return _arch_from_args(loaded.args, loaded.state_dict, source) or infer_arch(loaded.state_dict, None, source)
+        return infer_arch(loaded.state_dict, num_heads, source)
+    except WeightsError as exc:  # e.g. a head count that does not divide the width: name the file
+        if str(exc).startswith(source):
+            raise
+        raise WeightsError(f"{source}: {exc}") from None
 
 
 def _load_foreign(
     model: Optional[str], weights: Optional[PathLike], pretrained: bool
-) -> Optional[tuple[VisionTransformer, Optional[ModelSpec], str]]:
+) -> Optional[tuple[VisionTransformer, Optional[ModelSpec]]]:
     """Hugging Face folders / hub ids (``hf:ORG/NAME``) and ``timm:NAME`` models, else ``None``.
 
     A registered name given with a Hugging Face folder keeps its spec (and so
     its saliency default).
     """
-    from .hf import HF_WEIGHT_FILES, is_hf_dir, load_hf_model
-
     if weights is None and model is not None and not is_registered(model):
         if model.startswith("hf:"):
-            net = load_hf_model(model[3:])
-            return net, None, net.source  # type: ignore[attr-defined]
+            return load_hf_model(model[3:]), None
         if model.startswith("timm:"):
-            from .timm import load_timm_model
-
-            net = load_timm_model(model[5:], pretrained=pretrained)
-            return net, None, net.source  # type: ignore[attr-defined]
+            return load_timm_model(model[5:], pretrained=pretrained), None
         if is_hf_dir(model):
             model, weights = None, model
     if weights is None:
@@ -366,7 +304,8 @@ def _load_foreign(
             "pass a weights file (.pth, .pt or .safetensors) or such a folder"
         )
     net = load_hf_model(path)
-    return net, (get_spec(model) if model is not None else None), str(path)
+    net.source = str(path)
+    return net, (get_spec(model) if model is not None else None)
 
 
 def create_model(arch: Union[str, ArchConfig], seed: int = 0, **overrides: Any) -> VisionTransformer:
