@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the named models and whether their weights are cached",
                        description="The named models (use them with --model NAME): architecture, the attention heads "
