@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..eval.datasets.registry import benchmark, dataset_help, datasets_of
+from ..eval.datasets.registry import PropagationSettings, benchmark, dataset_help, datasets_of
 from .common import add_model_args, add_overwrite, add_quiet, add_settings, settings_from_args
 
 BOOL = argparse.BooleanOptionalAction
@@ -119,13 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(v, "video", default_text="those of the protocol")
     v.add_argument("--protocol", choices=["propagation", "unsupervised"], default="propagation",
                    help="semi-supervised label propagation (default) or unsupervised co-segmentation")
-    pg = v.add_argument_group("label propagation (DINO's defaults)")
-    pg.add_argument("--short-side", type=int, default=480, help="frame short side in pixels (default 480)")
-    pg.add_argument("--multiple", type=int, default=64, help="long side rounded down to a multiple of (default 64)")
-    pg.add_argument("--n-last-frames", type=int, default=7, help="previous frames in the context (default 7)")
-    pg.add_argument("--neighbourhood", type=int, default=12, help="window radius in patches (default 12; 0: none)")
-    pg.add_argument("--topk", type=int, default=5, help="neighbours voting per patch (default 5)")
-    pg.add_argument("--temperature", type=float, default=0.1, help="softmax temperature (default 0.1)")
+    add_settings(v, PropagationSettings, "label propagation (DINO's defaults)")
     _method(v, "video", "unsupervised protocol: co-segmentation and part co-segmentation (the paper's settings)")
     v.add_argument("--split", default=None, help="DAVIS ImageSets split (official layout)")
     v.add_argument("--year", type=int, default=None, help="DAVIS year for --split (2016 or 2017)")
@@ -203,8 +197,7 @@ def run_video(args: argparse.Namespace) -> int:
     bench = VideoBenchmark(
         args.root, args.out, args.dataset, protocol=args.protocol, split=args.split, year=args.year,
         resolution=args.resolution, sequences=args.sequences, frame_step=args.frame_step, max_frames=args.max_frames,
-        short_side=args.short_side, multiple=args.multiple, n_last_frames=args.n_last_frames,
-        neighbourhood=args.neighbourhood, topk=args.topk, temperature=args.temperature,
+        propagation=settings_from_args(args, PropagationSettings),
         foreground=args.foreground, refine=args.refine,
         centre_prior_area=args.centre_prior_area, saliency_thresh=args.saliency_thresh,
         **_base_kwargs(args, VideoBenchmark))

@@ -30,7 +30,7 @@ import torch
 from ...errors import DinokitError
 from ...settings import CoSegmentationSettings, PartSettings
 from ..datasets import VideoSequence
-from ..datasets.registry import benchmark
+from ..datasets.registry import PropagationSettings, benchmark
 from ..datasets.video import VOID_LABEL
 from ..metrics import DavisAccumulator
 from .cosegmentation import SetBenchmark, coseg_note, fit_quietly, warning_notes
@@ -50,8 +50,8 @@ class VideoBenchmark(SetBenchmark):
         split, year, resolution, sequences: passed to :func:`~dinokit.eval.datasets.read_davis`.
         frame_step, max_frames: which frames of a sequence are used and scored (all by default; with
             ``propagation`` a ``frame_step`` above 1 makes the motion between frames larger than the protocol's).
-        short_side, multiple, n_last_frames, neighbourhood, topk, temperature: the propagation's
-            (:data:`~dinokit.eval.benchmark.propagation.PROPAGATION_DEFAULTS`).
+        propagation: :class:`~dinokit.eval.datasets.registry.PropagationSettings` (DINO's); keyword
+            overrides short_side, multiple, n_last_frames, neighbourhood, topk, temperature change single fields.
         foreground: ``cosegmentation`` (GrabCut-refined masks) or ``parts`` (the part co-segmentation's parts),
             for ``unsupervised``; refine: GrabCut refinement for ``cosegmentation``.
         settings: :class:`~dinokit.settings.PartSettings`, the unsupervised protocol's method (its
@@ -67,8 +67,7 @@ class VideoBenchmark(SetBenchmark):
     def __init__(self, root: Union[str, os.PathLike], output_dir: Union[str, os.PathLike], dataset: str = "davis",
                  settings: Optional[PartSettings] = None, *, protocol: str = "propagation", split: Optional[str] = None, year: Optional[int] = None,
                  resolution: str = "480p", sequences: Optional[Sequence[str]] = None, frame_step: int = 1,
-                 max_frames: Optional[int] = None, short_side: int = 480, multiple: int = 64, n_last_frames: int = 7,
-                 neighbourhood: int = 12, topk: int = 5, temperature: float = 0.1,
+                 max_frames: Optional[int] = None, propagation: Optional[PropagationSettings] = None,
                  foreground: str = "cosegmentation", refine: bool = True, bound_th: float = 0.008, skip_first_last: bool = True, **kwargs: Any) -> None:
         if kwargs.get("max_images") is not None:
             raise DinokitError("the video benchmark selects frames with max_frames and frame_step, not max_images")
@@ -80,6 +79,8 @@ class VideoBenchmark(SetBenchmark):
         if wrong:
             raise DinokitError(f"baseline(s) {', '.join(wrong)} do not apply to the {protocol} protocol; "
                                f"choose from {', '.join(PROTOCOL_BASELINES[protocol])}")
+        prop = {k: kwargs.pop(k) for k in PropagationSettings.__dataclass_fields__ if k in kwargs}
+        self.propagation_settings = PropagationSettings.resolve(propagation, **prop)
         super().__init__(root, output_dir, dataset=dataset, settings=settings, baselines=baselines, **kwargs)
         if foreground not in FOREGROUNDS:
             raise DinokitError(f"foreground must be one of {', '.join(FOREGROUNDS)}, got {foreground!r}")
@@ -88,17 +89,12 @@ class VideoBenchmark(SetBenchmark):
         if max_frames is not None and max_frames < 3:
             raise DinokitError(f"max_frames must be at least 3 (the first and last frames are not scored), "
                                f"got {max_frames}")
-        if n_last_frames < 0 or topk < 1 or not temperature > 0 or short_side < 1 or multiple < 1:
-            raise DinokitError("propagation needs n_last_frames >= 0, topk >= 1, temperature > 0 and a positive "
-                               "short side and multiple")
         self.protocol = protocol
         self.split, self.year, self.resolution = split, year, resolution
         self.sequences = None if sequences is None else list(sequences)
         self.frame_step = int(frame_step)
         self.max_frames = max_frames
-        self.propagation = {"short_side": int(short_side), "multiple": int(multiple),
-                            "n_last_frames": int(n_last_frames), "neighbourhood": int(neighbourhood),
-                            "topk": int(topk), "temperature": float(temperature)}
+        self.propagation = self.propagation_settings.to_record()
         self.foreground = foreground
         self.refine = bool(refine)
         self.bound_th = float(bound_th)

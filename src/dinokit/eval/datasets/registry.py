@@ -17,16 +17,35 @@ benchmark --help`` reads it.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 from ...errors import DinokitError
-from ...settings import CoSegmentationSettings, CorrespondenceSettings, PartSettings, TaskSettings
+from ...settings import CoSegmentationSettings, CorrespondenceSettings, PartSettings, TaskSettings, option
 from .correspondence import read_cub_keypoints, read_cub_pairs, read_pf_pascal, read_pf_willow, read_spair
 from .coseg import read_coseg
 from .parts import read_pascal_part
 from .video import read_davis
 
 _DRAWING = ("max_side", "min_side", "mask_size")  # pictures and mask files: the benchmarks draw nothing
+
+
+@dataclass(frozen=True)
+class PropagationSettings(TaskSettings):
+    """The video benchmark's label propagation (DINO's ``eval_video_segmentation.py`` defaults)."""
+
+    task: ClassVar[str] = "propagation"
+    short_side: int = option(480, "frame short side in pixels")
+    multiple: int = option(64, "long side rounded down to a multiple of this")
+    n_last_frames: int = option(7, "previous frames in the context (besides the first)")
+    neighbourhood: int = option(12, "window radius in patches (0: no window)")
+    topk: int = option(5, "neighbours voting per patch")
+    temperature: float = option(0.1, "softmax temperature")
+
+    def check(self) -> None:
+        if self.n_last_frames < 0 or self.topk < 1 or not self.temperature > 0 or self.short_side < 1 \
+                or self.multiple < 1 or self.neighbourhood < 0:
+            raise DinokitError("propagation needs n_last_frames >= 0, topk >= 1, temperature > 0, neighbourhood "
+                               ">= 0 and a positive short side and multiple")
 
 
 @dataclass(frozen=True)
@@ -136,5 +155,5 @@ def dataset_help(kind: str) -> str:
     return ", ".join(f"{d.name} ({d.title})" for d in datasets_of(kind).values())
 
 
-__all__ = ["BENCHMARKS", "DATASETS", "Benchmark", "BenchmarkDataset", "benchmark", "dataset_entry",
+__all__ = ["BENCHMARKS", "DATASETS", "Benchmark", "BenchmarkDataset", "PropagationSettings", "benchmark", "dataset_entry",
            "dataset_help", "datasets_of"]
