@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..eval.datasets.coseg import LAYOUTS
 from ..eval.datasets.registry import PropagationSettings, benchmark, dataset_help, datasets_of
+from ..eval.metrics import DEFAULT_ALPHAS
 from .common import add_model_args, add_overwrite, add_quiet, add_settings, settings_from_args
 
 BOOL = argparse.BooleanOptionalAction
@@ -62,7 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "as the run goes: rerun the same command to resume.")
     bs = p.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     bs.required = True
+    for add in (_add_correspondence, _add_cosegment, _add_video, _add_parts):
+        add(bs)
 
+
+def _add_correspondence(bs: argparse._SubParsersAction) -> None:
     c = bs.add_parser("correspondence", help="PCK of dense point matching (PF-WILLOW, SPair-71k, PF-PASCAL, CUB)",
                       description="For each source keypoint, the descriptor of its patch is matched (argmax of "
                                   "cosine similarity) over the target; PCK@alpha with alpha x the longer side of the "
@@ -77,9 +83,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--cache-dtype", choices=["float32", "float16"], default="float32",
                    help="precision of the cached descriptors (default float32: exact)")
     e = c.add_argument_group("evaluation and data")
-    e.add_argument("--alphas", type=float, nargs="+", default=[0.05, 0.1, 0.15], help="PCK thresholds")
+    e.add_argument("--alphas", type=float, nargs="+", default=list(DEFAULT_ALPHAS),
+                   help=f"PCK thresholds (default {' '.join(map(str, DEFAULT_ALPHAS))})")
+    by_image = [d.name for d in datasets_of("correspondence").values() if d.pck_by == "image"]
     e.add_argument("--pck-by", choices=["bbox", "image"], default=None,
-                   help="reference length: the target box or image (default: bbox, image for PF-PASCAL)")
+                   help=f"reference length: the target box or image (default: bbox, image for {', '.join(by_image)})")
     e.add_argument("--split", default="test", help="SPair/PF-PASCAL/CUB split (default test)")
     e.add_argument("--categories", nargs="+", default=None, help="only these categories")
     e.add_argument("--max-pairs", type=int, default=None, help="at most N pairs, spread over the categories")
@@ -89,13 +97,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--pairs-file", type=Path, default=None, help="CUB: explicit pair list")
     c.set_defaults(func=run_correspondence)
 
+
+def _add_cosegment(bs: argparse._SubParsersAction) -> None:
     s = bs.add_parser("cosegment", help="co-segmentation Jaccard and precision (iCoseg, MSRC, Internet, PASCAL-CO)",
                       description="Each set is co-segmented on its own with the paper's defaults; masks are scored "
                                   "by Jaccard and precision, averaged per set then over sets.")
     _dataset(s, "cosegment")
     _common(s, "cosegment")
     _method(s, "cosegment", "co-segmentation (the paper's settings)")
-    s.add_argument("--layout", choices=["auto", "sets", "single", "split"], default="auto", help="folder layout")
+    s.add_argument("--layout", choices=LAYOUTS, default="auto", help="folder layout (default: detected)")
     s.add_argument("--sets", nargs="+", default=None, help="only these sets")
     s.add_argument("--max-sets", type=int, default=None, help="only the first N sets")
     s.add_argument("--max-images", type=int, default=None, help="at most N images per set (the first by name)")
@@ -106,6 +116,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _baseline_mask_args(s)
     s.set_defaults(func=run_cosegment)
 
+
+def _add_video(bs: argparse._SubParsersAction) -> None:
     v = bs.add_parser("video", help="DAVIS J and F: label propagation from the first frame (DINO's protocol) "
                                     "or unsupervised co-segmentation",
                       description="--protocol propagation (default, DINO's semi-supervised DAVIS protocol): the first "
@@ -133,6 +145,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _baseline_mask_args(v)
     v.set_defaults(func=run_video)
 
+
+def _add_parts(bs: argparse._SubParsersAction) -> None:
     q = bs.add_parser("parts", help="part co-segmentation NMI and ARI (PASCAL-Part pixels, CUB keypoints)",
                       description="The images of each category are part co-segmented as one set; NMI and ARI "
                                   "compare the labels with the annotated parts (PASCAL-Part: part pixels of the "
