@@ -18,7 +18,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 from ...errors import DatasetError
-from ._common import (
+from .common import (
     IMAGE_SUFFIXES,
     PathLike,
     as_bbox,
