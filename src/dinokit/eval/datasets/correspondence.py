@@ -314,16 +314,7 @@ def read_spair(
         raise DatasetError(f"{ann_dir}: no .json pair annotations")
     pairs = []
     for f in files:
-        try:
-            ann = json.loads(f.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DatasetError(f"{f}: not valid JSON ({exc.__class__.__name__})") from None
-        if not isinstance(ann, dict):
-            raise DatasetError(f"{f}: expected a JSON object")
-        missing = [k for k in ("src_imname", "trg_imname", "category", "src_kps", "trg_kps", "src_bndbox", "trg_bndbox")
-                   if k not in ann]
-        if missing:
-            raise DatasetError(f"{f}: missing field(s) {', '.join(missing)}")
+        ann = _spair_json(f)
         cat = str(ann["category"])
         if wanted is not None and cat not in wanted:
             continue
@@ -331,25 +322,8 @@ def read_spair(
         trg = as_points(ann["trg_kps"], f"{f} (trg_kps)")
         if len(src) != len(trg):
             raise DatasetError(f"{f}: {len(src)} src_kps but {len(trg)} trg_kps")
-        if "kps_ids" in ann:
-            try:
-                ids = np.asarray([int(k) for k in ann["kps_ids"]], dtype=np.int64)
-            except (TypeError, ValueError):
-                raise DatasetError(f"{f}: kps_ids must be integers") from None
-            if len(ids) != len(src):
-                raise DatasetError(f"{f}: {len(ids)} kps_ids for {len(src)} keypoints")
-        else:
-            ids = np.arange(len(src), dtype=np.int64)
-        sizes = []
-        for key in ("src_imsize", "trg_imsize"):
-            v = ann.get(key)
-            if v is None:
-                sizes.append(None)
-                continue
-            try:
-                sizes.append((int(v[0]), int(v[1])))
-            except (TypeError, ValueError, IndexError):
-                raise DatasetError(f"{f}: {key} must be [width, height, ...]") from None
+        ids = _spair_ids(ann, f, len(src))
+        sizes = [_spair_size(ann, key, f) for key in ("src_imsize", "trg_imsize")]
         meta = {k: ann[k] for k in ("pair_id", "mirror", "viewpoint_variation", "scale_variation", "truncation",
                                     "occlusion", "src_pose", "trg_pose") if k in ann}
         meta["bbox_from"] = "annotation"
@@ -368,6 +342,45 @@ def read_spair(
                                f"{', '.join(sorted(unknown))}")
     _validate_all(pairs, check)
     return pairs
+
+
+def _spair_json(f: Path) -> dict[str, Any]:
+    """One SPair-71k pair annotation, its required fields checked."""
+    try:
+        ann = json.loads(f.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{f}: not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(ann, dict):
+        raise DatasetError(f"{f}: expected a JSON object")
+    missing = [k for k in ("src_imname", "trg_imname", "category", "src_kps", "trg_kps", "src_bndbox", "trg_bndbox")
+               if k not in ann]
+    if missing:
+        raise DatasetError(f"{f}: missing field(s) {', '.join(missing)}")
+    return ann
+
+
+def _spair_ids(ann: dict[str, Any], f: Path, n: int) -> np.ndarray:
+    """The keypoint ids (``kps_ids``, else 0..n-1)."""
+    if "kps_ids" not in ann:
+        return np.arange(n, dtype=np.int64)
+    try:
+        ids = np.asarray([int(k) for k in ann["kps_ids"]], dtype=np.int64)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{f}: kps_ids must be integers") from None
+    if len(ids) != n:
+        raise DatasetError(f"{f}: {len(ids)} kps_ids for {n} keypoints")
+    return ids
+
+
+def _spair_size(ann: dict[str, Any], key: str, f: Path) -> Optional[tuple[int, int]]:
+    """``(width, height)`` from ``src_imsize``/``trg_imsize`` (``[w, h, c]``), or None."""
+    v = ann.get(key)
+    if v is None:
+        return None
+    try:
+        return int(v[0]), int(v[1])
+    except (TypeError, ValueError, IndexError):
+        raise DatasetError(f"{f}: {key} must be [width, height, ...]") from None
 
 
 # ----------------------------------------------------------------------------- PF-PASCAL
@@ -593,24 +606,9 @@ def read_cub_keypoints(
         split_file = base / "train_test_split.txt"
         want = 1 if split == "train" else 0
         keep = {_int(r[0], str(split_file)) for r in _read_table(split_file, 2) if _int(r[1], str(split_file)) == want}
-    kps = {i: np.full((n_parts, 2), np.nan) for i in images}
     locs_file = base / "parts" / "part_locs.txt"
-    for r in _read_table(locs_file, 5):
-        where = f"{locs_file} (image {r[0]}, part {r[1]})"
-        img_id, part_id = _int(r[0], where), _int(r[1], where)
-        if img_id not in kps:
-            raise DatasetError(f"{where}: image id {img_id} is not in images.txt")
-        if not 1 <= part_id <= n_parts:
-            raise DatasetError(f"{where}: part id {part_id} is not in parts.txt")
-        if _int(r[4].split(".")[0], where):
-            kps[img_id][part_id - 1] = (_float(r[2], where), _float(r[3], where))
-    boxes: dict[int, np.ndarray] = {}
-    box_file = base / "bounding_boxes.txt"
-    if box_file.is_file():
-        for r in _read_table(box_file, 5):
-            where = f"{box_file} (image {r[0]})"
-            x, y, w, h = (_float(v, where) for v in r[1:5])
-            boxes[_int(r[0], where)] = as_bbox([x, y, x + w, y + h], where)
+    kps = _cub_part_locs(locs_file, images, n_parts)
+    boxes = _cub_boxes(base / "bounding_boxes.txt")
     seg_roots = [d for d in (base / "segmentations", base.parent / "segmentations") if d.is_dir()]
     wanted = set(categories) if categories is not None else None
     out = []
@@ -634,6 +632,32 @@ def read_cub_keypoints(
             raise DatasetError(f"{base}: no {split} images for {', '.join(sorted(unknown))}")
     _validate_all(out, check)
     return out
+
+
+def _cub_part_locs(locs_file: Path, images: dict[int, str], n_parts: int) -> dict[int, np.ndarray]:
+    """Image id -> ``(n_parts, 2)`` keypoints from ``part_locs.txt`` (NaN rows for invisible parts)."""
+    kps = {i: np.full((n_parts, 2), np.nan) for i in images}
+    for r in _read_table(locs_file, 5):
+        where = f"{locs_file} (image {r[0]}, part {r[1]})"
+        img_id, part_id = _int(r[0], where), _int(r[1], where)
+        if img_id not in kps:
+            raise DatasetError(f"{where}: image id {img_id} is not in images.txt")
+        if not 1 <= part_id <= n_parts:
+            raise DatasetError(f"{where}: part id {part_id} is not in parts.txt")
+        if _int(r[4].split(".")[0], where):
+            kps[img_id][part_id - 1] = (_float(r[2], where), _float(r[3], where))
+    return kps
+
+
+def _cub_boxes(box_file: Path) -> dict[int, np.ndarray]:
+    """Image id -> ``x1, y1, x2, y2`` from ``bounding_boxes.txt`` (``x y w h``; none when the file is absent)."""
+    boxes: dict[int, np.ndarray] = {}
+    if box_file.is_file():
+        for r in _read_table(box_file, 5):
+            where = f"{box_file} (image {r[0]})"
+            x, y, w, h = (_float(v, where) for v in r[1:5])
+            boxes[_int(r[0], where)] = as_bbox([x, y, x + w, y + h], where)
+    return boxes
 
 
 def read_cub_pairs(
