@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from ..eval.datasets.coseg import LAYOUTS
-from ..eval.datasets.registry import PropagationSettings, benchmark, dataset_help, datasets_of
+from ..eval.datasets.registry import (
+    BaselineSettings,
+    MatchingSettings,
+    PropagationSettings,
+    benchmark,
+    dataset_help,
+    datasets_of,
+)
 from ..eval.metrics import DEFAULT_ALPHAS
 from .common import add_model_args, add_overwrite, add_quiet, add_settings, settings_from_args
 
@@ -47,11 +54,7 @@ def _method(p: argparse.ArgumentParser, kind: str, title: str) -> None:
 
 
 def _baseline_mask_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("baseline parameters")
-    g.add_argument("--centre-prior-area", type=float, default=0.5,
-                   help="share of the image the centre-prior ellipse covers (default 0.5)")
-    g.add_argument("--saliency-thresh", type=float, default=None,
-                   help="saliency baseline threshold (default: each image's mean saliency)")
+    add_settings(p, BaselineSettings, "baseline parameters")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -76,12 +79,7 @@ def _add_correspondence(bs: argparse._SubParsersAction) -> None:
     _dataset(c, "correspondence", required=True)
     _common(c, "correspondence")
     _method(c, "correspondence", "descriptors (the paper's correspondence settings)")
-    g = c.add_argument_group("matching")
-    g.add_argument("--foreground", action=BOOL, default=False,
-                   help="match only into the target's patches with saliency above --thresh (default off)")
-    g.add_argument("--refine", action=BOOL, default=False, help="sub-patch soft-argmax around the match (default off)")
-    g.add_argument("--cache-dtype", choices=["float32", "float16"], default="float32",
-                   help="precision of the cached descriptors (default float32: exact)")
+    add_settings(c, MatchingSettings, "matching")
     e = c.add_argument_group("evaluation and data")
     e.add_argument("--alphas", type=float, nargs="+", default=list(DEFAULT_ALPHAS),
                    help=f"PCK thresholds (default {' '.join(map(str, DEFAULT_ALPHAS))})")
@@ -186,11 +184,11 @@ def run_correspondence(args: argparse.Namespace) -> int:
     from ..eval.benchmark import CorrespondenceBenchmark
 
     bench = CorrespondenceBenchmark(
-        args.root, args.out, args.dataset, split=args.split, foreground=args.foreground,
-        refine=args.refine, alphas=args.alphas, pck_by=args.pck_by,
+        args.root, args.out, args.dataset, split=args.split, matching=settings_from_args(args, MatchingSettings),
+        alphas=args.alphas, pck_by=args.pck_by,
         categories=args.categories, max_pairs=args.max_pairs,
         max_images_per_category=args.max_images_per_category, max_pairs_per_category=args.max_pairs_per_category,
-        pairs_file=args.pairs_file, cache_dtype=args.cache_dtype, **_base_kwargs(args, CorrespondenceBenchmark))
+        pairs_file=args.pairs_file, **_base_kwargs(args, CorrespondenceBenchmark))
     return _report(bench, args)
 
 
@@ -199,8 +197,7 @@ def run_cosegment(args: argparse.Namespace) -> int:
 
     bench = CosegBenchmark(
         args.root, args.out, args.dataset, layout=args.layout, sets=args.sets, max_sets=args.max_sets,
-        refine=args.refine, skip_empty_jaccard=args.skip_empty_jaccard, centre_prior_area=args.centre_prior_area,
-        saliency_thresh=args.saliency_thresh,
+        refine=args.refine, skip_empty_jaccard=args.skip_empty_jaccard, baseline=settings_from_args(args, BaselineSettings),
         max_images=args.max_images, **_base_kwargs(args, CosegBenchmark))
     return _report(bench, args)
 
@@ -213,7 +210,7 @@ def run_video(args: argparse.Namespace) -> int:
         resolution=args.resolution, sequences=args.sequences, frame_step=args.frame_step, max_frames=args.max_frames,
         propagation=settings_from_args(args, PropagationSettings),
         foreground=args.foreground, refine=args.refine,
-        centre_prior_area=args.centre_prior_area, saliency_thresh=args.saliency_thresh,
+        baseline=settings_from_args(args, BaselineSettings),
         **_base_kwargs(args, VideoBenchmark))
     return _report(bench, args)
 

@@ -6,7 +6,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, TypeVar, Union
 
 import torch
 
@@ -17,7 +17,13 @@ from .provenance import describe_model, environment
 from .report import BenchmarkResult
 from .run_folder import RunFolder
 
+S = TypeVar("S", bound=TaskSettings)
 ModelArg = Union[str, os.PathLike, torch.nn.Module, Any, None]
+
+
+def take_options(cls: type[S], given: Optional[S], kwargs: dict[str, Any]) -> S:
+    """``given`` (default: ``cls()``) with the fields of ``cls`` found in ``kwargs`` applied (and popped)."""
+    return cls.resolve(given, **{k: kwargs.pop(k) for k in cls.__dataclass_fields__ if k in kwargs})
 
 
 def spread(items: Sequence[Any], limit: Optional[int], key: Any) -> list[Any]:

@@ -26,9 +26,9 @@ import numpy as np
 from ...errors import DinokitError
 from ...settings import CorrespondenceSettings
 from ..datasets import CorrespondencePair, image_size
-from ..datasets.registry import benchmark
+from ..datasets.registry import MatchingSettings, benchmark
 from ..metrics import DEFAULT_ALPHAS, PCKAccumulator, pck
-from .base import Benchmark, spread
+from .base import Benchmark, spread, take_options
 from .descriptor_cache import ImageDescriptorCache
 from .report import BenchmarkResult, Column, plural
 from .run_folder import RunFolder
@@ -43,15 +43,16 @@ class CorrespondenceBenchmark(Benchmark):
             bin, saliency_heads, thresh; the drawing and k-means fields do not apply); keyword overrides
             such as ``layer=11`` change single fields.
         split: SPair/PF-PASCAL/CUB split (``test``).
-        foreground: restrict matches to target patches with saliency above the settings' ``thresh``.
-        refine, window, temperature: sub-patch soft-argmax around the best match.
+        matching: :class:`~dinokit.eval.datasets.registry.MatchingSettings`; keyword overrides
+            foreground (match into target patches with saliency above the settings' ``thresh``),
+            refine, window, temperature (sub-patch soft-argmax) and cache_dtype (precision of the
+            cached descriptors) change single fields.
         alphas: PCK thresholds (0.05, 0.1, 0.15); pck_by: ``bbox`` or ``image`` (the registry's dataset default).
         categories: keep only these categories; max_pairs: at most this many pairs,
             spread evenly over the categories (the first pairs of each).
         max_images_per_category: keep only the pairs between the first N images of each category
             (for PF-WILLOW all N (N - 1) ordered pairs): a subset that passes few images through the model.
         max_pairs_per_category, pairs_file, seed: CUB pair selection (CUB has no official list).
-        cache_dtype: precision of the cached descriptors (``float32``: exact; ``float16``: half the disk).
     """
 
     kind = "correspondence"
@@ -66,10 +67,7 @@ class CorrespondenceBenchmark(Benchmark):
         settings: Optional[CorrespondenceSettings] = None,
         *,
         split: str = "test",
-        foreground: bool = False,
-        refine: bool = False,
-        window: int = 5,
-        temperature: float = 0.02,
+        matching: Optional[MatchingSettings] = None,
         alphas: Sequence[float] = DEFAULT_ALPHAS,
         pck_by: Optional[str] = None,
         categories: Optional[Sequence[str]] = None,
@@ -78,15 +76,13 @@ class CorrespondenceBenchmark(Benchmark):
         max_pairs_per_category: Optional[int] = None,
         pairs_file: Optional[Union[str, os.PathLike]] = None,
         seed: int = 0,
-        cache_dtype: str = "float32",
         **kwargs: Any,
     ) -> None:
+        self.matching = m = take_options(MatchingSettings, matching, kwargs)
         super().__init__(root, output_dir, dataset=dataset, settings=settings, **kwargs)
         self.split = split
-        self.foreground = bool(foreground)
-        self.refine = bool(refine)
-        self.window = int(window)
-        self.temperature = float(temperature)
+        self.foreground, self.refine, self.window, self.temperature = m.foreground, m.refine, m.window, m.temperature
+        self.cache_dtype = m.cache_dtype
         self.alphas = tuple(float(a) for a in alphas)
         if not self.alphas or any(not 0 < a for a in self.alphas):
             raise DinokitError(f"PCK alphas must be positive, got {list(alphas)}")
@@ -103,18 +99,13 @@ class CorrespondenceBenchmark(Benchmark):
         self.max_pairs_per_category = max_pairs_per_category
         self.pairs_file = None if pairs_file is None else str(pairs_file)
         self.seed = int(seed)
-        if cache_dtype not in ("float32", "float16"):
-            raise DinokitError(f"cache dtype must be float32 or float16, got {cache_dtype!r}")
-        self.cache_dtype = cache_dtype
 
     # --- settings --------------------------------------------------------------------
     def method_settings(self) -> dict[str, Any]:
         return {
             "protocol": "dense matching: nearest patch of each source keypoint, argmax of cosine similarity "
                         "over the target",
-            **self.settings_record(), "foreground": self.foreground, "refine": self.refine,
-            "window": self.window, "temperature": self.temperature,
-            "alphas": list(self.alphas), "pck_by": self.pck_by, "cache_dtype": self.cache_dtype,
+            **self.settings_record(), **self.matching.to_record(), "alphas": list(self.alphas), "pck_by": self.pck_by,
         }
 
     def reader_values(self) -> dict[str, Any]:

@@ -28,9 +28,9 @@ import numpy as np
 from ...errors import DinokitError
 from ...settings import CoSegmentationSettings
 from ..datasets import CosegSet
-from ..datasets.registry import benchmark
+from ..datasets.registry import BaselineSettings, benchmark
 from ..metrics import CosegAccumulator, coseg_scores
-from .base import Benchmark
+from .base import Benchmark, take_options
 from .report import BenchmarkResult, Column, plural
 from .run_folder import RunFolder
 
@@ -43,14 +43,14 @@ class SetBenchmark(Benchmark):
     """
 
     def __init__(self, root: Union[str, os.PathLike], output_dir: Union[str, os.PathLike], *, dataset: str,
-                 max_images: Optional[int] = None, centre_prior_area: float = 0.5,
-                 saliency_thresh: Optional[float] = None, **kwargs: Any) -> None:
+                 max_images: Optional[int] = None, baseline: Optional[BaselineSettings] = None,
+                 **kwargs: Any) -> None:
+        self.baseline = take_options(BaselineSettings, baseline, kwargs)  # or centre_prior_area=, saliency_thresh=
         super().__init__(root, output_dir, dataset=dataset, **kwargs)
         if max_images is not None and max_images < 2:
             raise DinokitError(f"max_images must be at least 2 (co-segmentation needs two images), got {max_images}")
         self.max_images = max_images
-        self.centre_prior_area = float(centre_prior_area)
-        self.saliency_thresh = None if saliency_thresh is None else float(saliency_thresh)
+        self.centre_prior_area, self.saliency_thresh = self.baseline.centre_prior_area, self.baseline.saliency_thresh
 
     def baseline_settings(self) -> dict[str, Any]:
         return {"centre_prior_area": self.centre_prior_area,

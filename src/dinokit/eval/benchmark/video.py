@@ -33,6 +33,7 @@ from ..datasets import VideoSequence
 from ..datasets.registry import PropagationSettings, benchmark
 from ..datasets.video import VOID_LABEL
 from ..metrics import DavisAccumulator
+from .base import take_options
 from .cosegmentation import SetBenchmark, coseg_note, fit_quietly, warning_notes
 from .report import BenchmarkResult, Column, mean, plural
 from .run_folder import RunFolder
@@ -79,8 +80,7 @@ class VideoBenchmark(SetBenchmark):
         if wrong:
             raise DinokitError(f"baseline(s) {', '.join(wrong)} do not apply to the {protocol} protocol; "
                                f"choose from {', '.join(PROTOCOL_BASELINES[protocol])}")
-        prop = {k: kwargs.pop(k) for k in PropagationSettings.__dataclass_fields__ if k in kwargs}
-        self.propagation_settings = PropagationSettings.resolve(propagation, **prop)
+        self.propagation_settings = take_options(PropagationSettings, propagation, kwargs)
         super().__init__(root, output_dir, dataset=dataset, settings=settings, baselines=baselines, **kwargs)
         if foreground not in FOREGROUNDS:
             raise DinokitError(f"foreground must be one of {', '.join(FOREGROUNDS)}, got {foreground!r}")

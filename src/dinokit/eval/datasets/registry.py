@@ -16,17 +16,58 @@ benchmark --help`` reads it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any, Callable, ClassVar, Optional
 
 from ...errors import DinokitError
-from ...settings import CoSegmentationSettings, CorrespondenceSettings, PartSettings, TaskSettings, option
+from ...settings import (
+    CoSegmentationSettings,
+    CorrespondenceSettings,
+    PartSettings,
+    TaskSettings,
+    option,
+    parse_optional_float,
+)
 from .correspondence import read_cub_keypoints, read_cub_pairs, read_pf_pascal, read_pf_willow, read_spair
 from .coseg import read_coseg
 from .parts import read_pascal_part
 from .video import read_davis
 
 _DRAWING = ("max_side", "min_side", "mask_size")  # pictures and mask files: the benchmarks draw nothing
+
+
+# --- protocol options: what a benchmark adds to its task's settings ---------------------------------------
+@dataclass(frozen=True)
+class MatchingSettings(TaskSettings):
+    """The correspondence benchmark's matching: the paper's argmax, optionally restricted or refined."""
+
+    task: ClassVar[str] = "matching"
+    foreground: bool = option(False, "match only into the target's patches with saliency above --thresh")
+    refine: bool = option(False, "sub-patch soft-argmax around the match")
+    window: int = option(5, "soft-argmax window in patches (with --refine)")
+    temperature: float = option(0.02, "soft-argmax temperature (with --refine)")
+    cache_dtype: str = option("float32", "precision of the cached descriptors (float32: exact; float16: half the "
+                                         "disk)", choices=("float32", "float16"))
+
+    def check(self) -> None:
+        if self.window < 1 or not self.temperature > 0:
+            raise DinokitError(f"need window >= 1 and temperature > 0, got {self.window} and {self.temperature}")
+
+
+@dataclass(frozen=True)
+class BaselineSettings(TaskSettings):
+    """The weight-free mask baselines of the co-segmentation and video benchmarks."""
+
+    task: ClassVar[str] = "baselines"
+    centre_prior_area: float = option(0.5, "share of the image the centre-prior ellipse covers")
+    saliency_thresh: Optional[float] = option(None, "saliency baseline threshold (default: each image's mean "
+                                                    "saliency)", parse=parse_optional_float, metavar="X|none")
+
+    def check(self) -> None:
+        if not 0 < self.centre_prior_area <= math.pi / 4:
+            raise DinokitError(f"centre_prior_area must be in (0, {math.pi / 4:.3f}] (the inscribed ellipse), got "
+                               f"{self.centre_prior_area}")
 
 
 @dataclass(frozen=True)
@@ -155,5 +196,6 @@ def dataset_help(kind: str) -> str:
     return ", ".join(f"{d.name} ({d.title})" for d in datasets_of(kind).values())
 
 
-__all__ = ["BENCHMARKS", "DATASETS", "Benchmark", "BenchmarkDataset", "PropagationSettings", "benchmark", "dataset_entry",
+__all__ = ["BENCHMARKS", "DATASETS", "Benchmark", "BenchmarkDataset", "PropagationSettings", "MatchingSettings", "BaselineSettings",
+           "benchmark", "dataset_entry",
            "dataset_help", "datasets_of"]
