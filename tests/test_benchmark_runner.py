@@ -479,6 +479,9 @@ def test_runners_hold_the_task_settings(tmp_path):
     assert VideoBenchmark(tmp_path, out).settings == PartSettings()
     bench = CosegBenchmark(tmp_path, out, settings=CoSegmentationSettings(layer=9), elbow=0.9)
     assert (bench.settings.layer, bench.settings.elbow, bench.settings.stride) == (9, 0.9, "auto")
+    corr = CorrespondenceBenchmark(tmp_path, out, refine=True, temperature=0.05)
+    assert (corr.matching.refine, corr.matching.temperature, corr.matching.window) == (True, 0.05, 5)
+    assert CosegBenchmark(tmp_path, out, centre_prior_area=0.3).baseline.centre_prior_area == 0.3
     with pytest.raises(DinokitError, match="num_pairs do\\(es\\) not apply to the correspondence benchmark"):
         CorrespondenceBenchmark(tmp_path, out, num_pairs=3)
     with pytest.raises(DinokitError, match="unknown setting"):

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..eval.datasets.coseg import LAYOUTS
 from ..eval.datasets.registry import (
+    PART_GROUPINGS,
     BaselineSettings,
     MatchingSettings,
     PropagationSettings,
@@ -156,7 +157,7 @@ def _add_parts(bs: argparse._SubParsersAction) -> None:
     q.add_argument("--categories", nargs="+", default=None, help="only these categories")
     q.add_argument("--max-categories", type=int, default=None, help="only the first N categories")
     q.add_argument("--max-images", type=int, default=None, help="at most N images per category (the first)")
-    q.add_argument("--part-grouping", choices=["instances", "annotated", "coarse"], default="instances",
+    q.add_argument("--part-grouping", choices=PART_GROUPINGS, default=PART_GROUPINGS[0],
                    help="PASCAL-Part ground truth: numbered instances merged (wheel_1, wheel_2 -> wheel; default), "
                         "the annotated names, or head/torso/limbs/tail for animals and people")
     q.set_defaults(func=run_parts)

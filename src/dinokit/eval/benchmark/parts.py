@@ -33,13 +33,12 @@ import numpy as np
 
 from ...errors import DatasetError, DinokitError
 from ...settings import PartSettings
-from ..datasets.registry import benchmark
+from ..datasets.registry import PART_GROUPINGS, benchmark
 from ..metrics import PartAccumulator, sample_labels
 from .cosegmentation import SetBenchmark, fit_quietly, warning_notes
 from .report import BenchmarkResult, Column, mean, plural
 from .run_folder import RunFolder
 
-PART_GROUPINGS = ("instances", "annotated", "coarse")
 
 _COARSE = (  # PASCAL-Part names of animals and people -> head / torso / limbs / tail
     ("head", ("head", "ear", "eye", "ebrow", "nose", "muzzle", "mouth", "beak", "hair", "horn")),
@@ -54,7 +53,7 @@ def _check_grouping(grouping: str) -> None:
         raise DinokitError(f"part grouping must be one of {', '.join(PART_GROUPINGS)}, got {grouping!r}")
 
 
-def part_group(name: str, grouping: str = "instances") -> str:
+def part_group(name: str, grouping: str = PART_GROUPINGS[0]) -> str:
     """The ground-truth label a PASCAL-Part part name is scored as.
 
     ``annotated``: the name itself. ``instances`` (default): numbered instances of one part merged
@@ -103,7 +102,7 @@ class PartsBenchmark(SetBenchmark):
     def __init__(self, root: Union[str, os.PathLike], output_dir: Union[str, os.PathLike],
                  dataset: str = "pascal-part", settings: Optional[PartSettings] = None, *, split: str = "test",
                  categories: Optional[Sequence[str]] = None, max_categories: Optional[int] = None,
-                 part_grouping: str = "instances", **kwargs: Any) -> None:
+                 part_grouping: str = PART_GROUPINGS[0], **kwargs: Any) -> None:
         super().__init__(root, output_dir, dataset=dataset, settings=settings, **kwargs)
         self.split = split
         self.categories = None if categories is None else list(categories)

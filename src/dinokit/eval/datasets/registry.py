@@ -34,6 +34,8 @@ from .coseg import read_coseg
 from .parts import read_pascal_part
 from .video import read_davis
 
+PART_GROUPINGS = ("instances", "annotated", "coarse")
+"""How the part benchmark turns PASCAL-Part names into labels (the first is the default)."""
 _DRAWING = ("max_side", "min_side", "mask_size")  # pictures and mask files: the benchmarks draw nothing
 
 
@@ -196,6 +198,6 @@ def dataset_help(kind: str) -> str:
     return ", ".join(f"{d.name} ({d.title})" for d in datasets_of(kind).values())
 
 
-__all__ = ["BENCHMARKS", "DATASETS", "Benchmark", "BenchmarkDataset", "PropagationSettings", "MatchingSettings", "BaselineSettings",
+__all__ = ["BENCHMARKS", "DATASETS", "Benchmark", "BenchmarkDataset", "PropagationSettings", "MatchingSettings", "BaselineSettings", "PART_GROUPINGS",
            "benchmark", "dataset_entry",
            "dataset_help", "datasets_of"]
