@@ -171,6 +171,30 @@ def test_cli_parts(tmp_path, tiny_reg_weights, data_dir):
     assert len(list(tmp_path.rglob("*_parts.png"))) == 3 and list(tmp_path.rglob("done.json"))
 
 
+BENCHMARK_RUNS = {  # every ``dinokit benchmark`` kind on a little data, every method flag at its default
+    "correspondence": ["--dataset", "pf-willow", "--root", "pf-willow", "--max-pairs", "2"],
+    "cosegment": ["--root", "icoseg", "--sets", "cheetah", "--max-images", "2"],
+    "video": ["--root", "davis2016", "--sequences", "blackswan", "--frame-step", "10", "--max-frames", "3"],
+    "parts": ["--root", "pascal-part", "--categories", "cat", "--max-images", "2"],
+}
+
+
+def test_cli_benchmark(tmp_path, tiny_reg_weights, data_dir):
+    """A patch-14 model through every benchmark without --stride: 'auto' gives 7 (a fixed 4 cannot divide 14)."""
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["benchmark"]
+    kinds = next(a for a in sub._actions if a.dest == "benchmark").choices
+    assert set(kinds) == set(BENCHMARK_RUNS)
+    for kind, argv in BENCHMARK_RUNS.items():
+        argv = [str(data_dir / a) if i and argv[i - 1] == "--root" else a for i, a in enumerate(argv)]
+        out = tmp_path / kind
+        code = main(["benchmark", kind, *argv, "-o", str(out), "--weights", str(tiny_reg_weights), *MODEL_ARGS])
+        assert code == 0, kind
+        settings = json.loads((out / "run.json").read_text())
+        method = settings.get("settings", settings)["method"]
+        if kind != "video":  # the video benchmark's default protocol (propagation) uses the patch grid itself
+            assert method["stride"] == 7, kind
+
+
 def test_cli_attention(tmp_path, tiny_reg_weights, data_dir):
     """The CLS attention maps cover the patches only: registers are neither rows nor columns of the maps."""
     from safetensors.torch import load_file

@@ -463,3 +463,58 @@ def test_video_cli_propagation_defaults(data_dir, tiny_weights, tmp_path, capsys
     rc = main(["benchmark", "video", "--root", str(data_dir / "davis2016"), "-o", str(tmp_path / "bad"), "--weights",
                str(tiny_weights), "--baselines", "saliency", "-q"])
     assert rc == 2 and "do not apply to the propagation protocol" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- settings: one home for the defaults
+
+
+def test_runners_hold_the_task_settings(tmp_path):
+    """No default lives in a runner: each holds its task's settings object, overridden by keyword."""
+    from dinokit.settings import CoSegmentationSettings, CorrespondenceSettings, PartSettings
+
+    out = tmp_path / "o"
+    assert CorrespondenceBenchmark(tmp_path, out).settings == CorrespondenceSettings()
+    assert CosegBenchmark(tmp_path, out).settings == CoSegmentationSettings()
+    assert PartsBenchmark(tmp_path, out).settings == PartSettings()
+    assert VideoBenchmark(tmp_path, out).settings == PartSettings()
+    bench = CosegBenchmark(tmp_path, out, settings=CoSegmentationSettings(layer=9), elbow=0.9)
+    assert (bench.settings.layer, bench.settings.elbow, bench.settings.stride) == (9, 0.9, "auto")
+    corr = CorrespondenceBenchmark(tmp_path, out, refine=True, temperature=0.05)
+    assert (corr.matching.refine, corr.matching.temperature, corr.matching.window) == (True, 0.05, 5)
+    assert CosegBenchmark(tmp_path, out, centre_prior_area=0.3).baseline.centre_prior_area == 0.3
+    with pytest.raises(DinokitError, match="num_pairs do\\(es\\) not apply to the correspondence benchmark"):
+        CorrespondenceBenchmark(tmp_path, out, num_pairs=3)
+    with pytest.raises(DinokitError, match="unknown setting"):
+        CosegBenchmark(tmp_path, out, bogus=1)
+
+
+@pytest.mark.parametrize("kind", ["correspondence", "cosegment", "video", "parts"])
+def test_benchmark_flags_come_from_the_settings(kind):
+    """Untyped flags leave the settings' defaults; --stride takes 'auto' and --saliency-heads commas."""
+    from dinokit.cli import build_parser
+    from dinokit.cli.common import settings_from_args
+    from dinokit.eval.datasets.registry import benchmark
+
+    spec = benchmark(kind)
+    base = ["benchmark", kind, "--root", "r", "-o", "o"] + (["--dataset", "pf-willow"] if kind == "correspondence" else [])
+    parser = build_parser()
+    args = parser.parse_args(base)
+    assert settings_from_args(args, spec.settings) == spec.settings()
+    args = parser.parse_args(base + ["--stride", "auto", "--saliency-heads", "0,2", "--layer", "8"])
+    st = settings_from_args(args, spec.settings)
+    assert (st.stride, st.saliency_heads, st.layer) == ("auto", (0, 2), 8)
+    for name in spec.exclude:  # fields that don't apply are no flags
+        with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+            parser.parse_args(base + ["--" + name.replace("_", "-"), "1"])
+
+
+def test_cli_stride_auto_and_4_are_the_same_run_for_a_patch_8_model(corr_run, willow, tiny_weights):
+    """run.json records the stride the model uses, so '--stride 4' resumes an 'auto' run of a /8 model."""
+    out, _ = corr_run
+    argv = ["benchmark", "correspondence", "--dataset", "pf-willow", "--root", str(willow), "-o", str(out),
+            "--weights", str(tiny_weights), "--load-size", str(LOAD), "--device", "cpu", "--max-pairs", "6", "-q",
+            "--stride", "4"]
+    with torch_threads(1), contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["run"]["items_scored"] == 0 and res["run"]["items_from_log"] == 18

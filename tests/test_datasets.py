@@ -629,3 +629,24 @@ def test_part_label_masks(tmp_path):
 
 def test_dataset_error_is_a_dinokit_error():
     assert issubclass(DatasetError, DinokitError)
+
+
+def test_benchmark_dataset_registry_is_what_runners_and_cli_use(monkeypatch, tmp_path, data_dir):
+    """Adding a dataset is one reader plus one entry: the CLI offers it and the runner reads it."""
+    from dinokit.cli import build_parser
+    from dinokit.eval.benchmark import CorrespondenceBenchmark
+    from dinokit.eval.datasets import registry
+
+    for kind in registry.BENCHMARKS:
+        assert registry.datasets_of(kind), kind
+    assert registry.dataset_entry("correspondence", "pf-pascal").pck_by == "image"
+    assert registry.dataset_entry("parts", "cub").reader is not registry.dataset_entry("correspondence", "cub").reader
+    with pytest.raises(DinokitError, match="unknown cosegment dataset 'nope'; choose from icoseg"):
+        registry.dataset_entry("cosegment", "nope")
+    entry = registry.BenchmarkDataset("my-willow", "correspondence", "My WILLOW", read_pf_willow, pck_by="image",
+                                      box="the target keypoints' box")
+    monkeypatch.setattr(registry, "DATASETS", (*registry.DATASETS, entry))
+    args = build_parser().parse_args(["benchmark", "correspondence", "--dataset", "my-willow", "--root", "r", "-o", "o"])
+    assert args.dataset == "my-willow"
+    bench = CorrespondenceBenchmark(data_dir / "pf-willow", tmp_path / "o", "my-willow", max_pairs=3)
+    assert len(bench.load_dataset()) == 3 and bench.pck_by == "image"

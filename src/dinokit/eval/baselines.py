@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from ..errors import DinokitError
 from ..features.coords import GridGeometry
 from ..features.image import LoadSize, preprocess
+from .datasets.registry import BaselineSettings
 
 __all__ = ["identity_points", "rgb_patch_descriptors", "centre_prior_mask", "saliency_mask", "grid_parts"]
 
@@ -63,7 +64,7 @@ def rgb_patch_descriptors(
     return cols.contiguous(), GridGeometry(grid, patch_size, stride, (h, w), loaded.original_size)
 
 
-def centre_prior_mask(height: int, width: int, area: float = 0.5) -> np.ndarray:
+def centre_prior_mask(height: int, width: int, area: float = BaselineSettings().centre_prior_area) -> np.ndarray:
     """``(H, W)`` bool: a centred ellipse with the image's aspect ratio covering ``area`` of the image."""
     if not 0.0 < area <= math.pi / 4:
         raise DinokitError(f"centre prior area must be in (0, {math.pi / 4:.3f}] (the inscribed ellipse), got {area}")

@@ -27,12 +27,12 @@ Metric conventions (what the published numbers use; every run records its own in
 
 from .base import Benchmark, spread
 from .correspondence import CorrespondenceBenchmark
-from .cosegmentation import COSEG_DEFAULTS, CosegBenchmark, SetBenchmark
+from .cosegmentation import CosegBenchmark, SetBenchmark
 from .parts import PartsBenchmark
 from .report import BenchmarkResult, Column, format_table
-from .run_folder import RunFolder
+from .run_folder import RunFolder, safe_name
 from .video import VideoBenchmark
 
-__all__ = ["Benchmark", "BenchmarkResult", "COSEG_DEFAULTS", "Column", "CorrespondenceBenchmark", "CosegBenchmark", "PartsBenchmark",
-           "SetBenchmark", "RunFolder", "format_table", "spread",
+__all__ = ["Benchmark", "BenchmarkResult", "Column", "CorrespondenceBenchmark", "CosegBenchmark", "PartsBenchmark",
+           "SetBenchmark", "RunFolder", "format_table", "safe_name", "spread",
            "VideoBenchmark"]

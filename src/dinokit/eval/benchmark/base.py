@@ -6,16 +6,24 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, TypeVar, Union
 
 import torch
 
 from ...errors import DinokitError
+from ...settings import TaskSettings
+from ..datasets.registry import BenchmarkDataset, benchmark, dataset_entry
 from .provenance import describe_model, environment
 from .report import BenchmarkResult
 from .run_folder import RunFolder
 
+S = TypeVar("S", bound=TaskSettings)
 ModelArg = Union[str, os.PathLike, torch.nn.Module, Any, None]
+
+
+def take_options(cls: type[S], given: Optional[S], kwargs: dict[str, Any]) -> S:
+    """``given`` (default: ``cls()``) with the fields of ``cls`` found in ``kwargs`` applied (and popped)."""
+    return cls.resolve(given, **{k: kwargs.pop(k) for k in cls.__dataclass_fields__ if k in kwargs})
 
 
 def spread(items: Sequence[Any], limit: Optional[int], key: Any) -> list[Any]:
@@ -46,7 +54,9 @@ class Benchmark:
         root: the dataset folder.
         output_dir: the run's folder (settings, per-item log, cache, results;
             see :mod:`dinokit.eval.benchmark.run_folder`).
-        dataset: which reader (a key of :data:`dinokit.eval.datasets.READERS`).
+        dataset: which dataset (a name of :data:`dinokit.eval.datasets.registry.DATASETS` for this benchmark).
+        settings: the method's settings (the class of :data:`~dinokit.eval.datasets.registry.BENCHMARKS`;
+            default: the runner's ``PROTOCOL_SETTINGS``); keyword ``overrides`` change single fields.
         model: a model name, a weights file, a loaded backbone or an
             :class:`~dinokit.features.Extractor` (its backbone is used).
         weights, num_heads: weights file for ``model`` / heads for files that do not say.
@@ -62,8 +72,9 @@ class Benchmark:
     """
 
     kind = ""
-    BASELINES: tuple[str, ...] = ()
-    DATASETS: tuple[str, ...] = ()
+    BASELINES: tuple[str, ...] = ()  # subclasses: benchmark(kind).baselines
+    PROTOCOL_SETTINGS: TaskSettings
+    """The method settings of the protocol: the one place where a benchmark may depart from the task defaults."""
 
     def __init__(
         self,
@@ -71,6 +82,7 @@ class Benchmark:
         output_dir: Union[str, os.PathLike],
         *,
         dataset: str,
+        settings: Optional[TaskSettings] = None,
         model: ModelArg = None,
         weights: Optional[Union[str, os.PathLike]] = None,
         num_heads: Optional[int] = None,
@@ -80,9 +92,10 @@ class Benchmark:
         keep_cache: bool = False,
         overwrite: bool = False,
         progress: bool = True,
+        **overrides: Any,
     ) -> None:
-        if dataset not in self.DATASETS:
-            raise DinokitError(f"unknown {self.kind} dataset {dataset!r}; choose from {', '.join(self.DATASETS)}")
+        self.entry: BenchmarkDataset = dataset_entry(self.kind, dataset)
+        self.settings = self._settings(settings, overrides)
         self.root = Path(root)
         self.output_dir = Path(output_dir)
         self.dataset = dataset
@@ -99,6 +112,39 @@ class Benchmark:
         self.keep_cache = bool(keep_cache)
         self.overwrite = bool(overwrite)
         self.progress = bool(progress)
+
+    def _settings(self, settings: Optional[TaskSettings], overrides: dict[str, Any]) -> Any:
+        spec = benchmark(self.kind)
+        unused = sorted(set(overrides) & set(spec.exclude))
+        if unused:
+            raise DinokitError(f"{', '.join(unused)} do(es) not apply to the {self.kind} benchmark")
+        return spec.settings.resolve(settings if settings is not None else self.PROTOCOL_SETTINGS, **overrides)
+
+    def settings_record(self, settings: Optional[TaskSettings] = None) -> dict[str, Any]:
+        """The settings fields the protocol uses, stride resolved for the model, saliency heads named."""
+        from ...features.extractor import resolve_stride
+
+        st = settings if settings is not None else self.settings
+        record = st.to_record()
+        out = {k: record[k] for k in benchmark(self.kind).method_fields() if k in record}
+        net = getattr(self, "backbone_", None)
+        if net is not None and "stride" in out:
+            out["stride"] = resolve_stride(st.stride, int(net.patch_size))
+        if net is not None and out.get("saliency_heads", 0) is None:
+            default = getattr(getattr(net, "spec", None), "saliency_heads", None)
+            out["saliency_heads"] = list(default) if default is not None else "all"
+        return out
+
+    def extractor(self) -> Any:
+        """The extractor of the settings' stride, load size and saliency heads (built once)."""
+        if getattr(self, "extractor_", None) is None:
+            from ...features import as_extractor
+
+            st = self.settings
+            self.extractor_ = as_extractor(self.backbone(), stride=st.stride, load_size=st.load_size,
+                                           device=self.device, dtype=self.dtype, saliency_heads=st.saliency_heads,
+                                           progress=self.progress)
+        return self.extractor_
 
     # --- to implement ------------------------------------------------------------
     def method_settings(self) -> dict[str, Any]:
@@ -170,8 +216,16 @@ class Benchmark:
         }
 
     def dataset_options(self) -> dict[str, Any]:
-        """Reader options that change which items exist (split, layout ...)."""
+        """Reader options that change which items exist (split, layout ...: the registry entry's ``options``)."""
+        return self.entry.recorded(self.reader_values())
+
+    def reader_values(self) -> dict[str, Any]:
+        """Every reader option and filter this runner knows (the registry entry picks its own)."""
         return {}
+
+    def read_dataset(self) -> Any:
+        """The registry entry's reader called with its options and filters."""
+        return self.entry.read(self.root, self.reader_values())
 
     def run(self) -> BenchmarkResult:
         """Run the benchmark (resuming from ``output_dir`` when it holds the same run) and write the results."""

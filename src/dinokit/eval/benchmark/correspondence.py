@@ -9,8 +9,9 @@ target's bounding box (PF-WILLOW: the keypoints' box; SPair-71k and CUB: the
 annotated box) or of the target image (PF-PASCAL's usual convention).
 PCK is averaged per pair, then over pairs (per keypoint in the JSON too).
 
-Defaults are the paper's correspondence settings: load size 224, stride 4,
-layer 9 ``key`` descriptors, log-binned. Baselines: ``identity`` (the
+The method's settings are the paper's correspondence settings
+(:class:`~dinokit.settings.CorrespondenceSettings`, unchanged: see
+``PROTOCOL_SETTINGS``); the stride ``auto`` is half the patch size. Baselines: ``identity`` (the
 keypoint at the same relative position in the target) and ``rgb-patches``
 (raw pixel patches on the same grid, matched by normalised cross-correlation).
 """
@@ -23,59 +24,50 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from ...errors import DinokitError
-from ..datasets import READERS, CorrespondencePair, image_size
+from ...settings import CorrespondenceSettings
+from ..datasets import CorrespondencePair, image_size
+from ..datasets.registry import MatchingSettings, benchmark
 from ..metrics import DEFAULT_ALPHAS, PCKAccumulator, pck
-from .base import Benchmark, spread
+from .base import Benchmark, spread, take_options
 from .descriptor_cache import ImageDescriptorCache
 from .report import BenchmarkResult, Column, plural
 from .run_folder import RunFolder
 
-DATASET_TITLES = {"pf-willow": "PF-WILLOW", "spair": "SPair-71k", "pf-pascal": "PF-PASCAL", "cub": "CUB-200-2011"}
-DEFAULT_PCK_BY = {"pf-willow": "bbox", "spair": "bbox", "pf-pascal": "image", "cub": "bbox"}
-_BOX = {"pf-willow": "the target keypoints' box", "spair": "the target's annotated box",
-        "pf-pascal": "the target's box", "cub": "the target's annotated box"}
 
 
 class CorrespondenceBenchmark(Benchmark):
     """PCK of dense matching on PF-WILLOW, SPair-71k, PF-PASCAL or CUB (see the module docstring).
 
     Args (besides :class:`~dinokit.eval.benchmark.base.Benchmark`'s):
+        settings: :class:`~dinokit.settings.CorrespondenceSettings` (load_size, stride, layer, facet,
+            bin, saliency_heads, thresh; the drawing and k-means fields do not apply); keyword overrides
+            such as ``layer=11`` change single fields.
         split: SPair/PF-PASCAL/CUB split (``test``).
-        load_size, stride, layer, facet, bin: descriptors (224, 4, 9, ``key``, log-binned).
-        foreground, thresh: restrict matches to target patches with saliency above ``thresh``.
-        refine, window, temperature: sub-patch soft-argmax around the best match.
-        saliency_heads: heads averaged for saliency (model default).
-        alphas: PCK thresholds (0.05, 0.1, 0.15); pck_by: ``bbox`` or ``image`` (dataset default).
+        matching: :class:`~dinokit.eval.datasets.registry.MatchingSettings`; keyword overrides
+            foreground (match into target patches with saliency above the settings' ``thresh``),
+            refine, window, temperature (sub-patch soft-argmax) and cache_dtype (precision of the
+            cached descriptors) change single fields.
+        alphas: PCK thresholds (0.05, 0.1, 0.15); pck_by: ``bbox`` or ``image`` (the registry's dataset default).
         categories: keep only these categories; max_pairs: at most this many pairs,
             spread evenly over the categories (the first pairs of each).
         max_images_per_category: keep only the pairs between the first N images of each category
             (for PF-WILLOW all N (N - 1) ordered pairs): a subset that passes few images through the model.
         max_pairs_per_category, pairs_file, seed: CUB pair selection (CUB has no official list).
-        cache_dtype: precision of the cached descriptors (``float32``: exact; ``float16``: half the disk).
     """
 
     kind = "correspondence"
-    BASELINES = ("identity", "rgb-patches")
-    DATASETS = tuple(DATASET_TITLES)
+    BASELINES = benchmark(kind).baselines
+    PROTOCOL_SETTINGS = CorrespondenceSettings()  # Sec. 4.2 is the task's own protocol: no departure
 
     def __init__(
         self,
         root: Union[str, os.PathLike],
         output_dir: Union[str, os.PathLike],
         dataset: str = "pf-willow",
+        settings: Optional[CorrespondenceSettings] = None,
         *,
         split: str = "test",
-        load_size: Any = 224,
-        stride: int = 4,
-        layer: int = 9,
-        facet: str = "key",
-        bin: bool = True,
-        foreground: bool = False,
-        thresh: float = 0.05,
-        refine: bool = False,
-        window: int = 5,
-        temperature: float = 0.02,
-        saliency_heads: Optional[Sequence[int]] = None,
+        matching: Optional[MatchingSettings] = None,
         alphas: Sequence[float] = DEFAULT_ALPHAS,
         pck_by: Optional[str] = None,
         categories: Optional[Sequence[str]] = None,
@@ -84,26 +76,17 @@ class CorrespondenceBenchmark(Benchmark):
         max_pairs_per_category: Optional[int] = None,
         pairs_file: Optional[Union[str, os.PathLike]] = None,
         seed: int = 0,
-        cache_dtype: str = "float32",
         **kwargs: Any,
     ) -> None:
-        super().__init__(root, output_dir, dataset=dataset, **kwargs)
+        self.matching = m = take_options(MatchingSettings, matching, kwargs)
+        super().__init__(root, output_dir, dataset=dataset, settings=settings, **kwargs)
         self.split = split
-        self.load_size = load_size
-        self.stride = int(stride)
-        self.layer = int(layer)
-        self.facet = facet
-        self.bin = bool(bin)
-        self.foreground = bool(foreground)
-        self.thresh = float(thresh)
-        self.refine = bool(refine)
-        self.window = int(window)
-        self.temperature = float(temperature)
-        self.saliency_heads = None if saliency_heads is None else tuple(int(h) for h in saliency_heads)
+        self.foreground, self.refine, self.window, self.temperature = m.foreground, m.refine, m.window, m.temperature
+        self.cache_dtype = m.cache_dtype
         self.alphas = tuple(float(a) for a in alphas)
         if not self.alphas or any(not 0 < a for a in self.alphas):
             raise DinokitError(f"PCK alphas must be positive, got {list(alphas)}")
-        self.pck_by = pck_by or DEFAULT_PCK_BY[dataset]
+        self.pck_by = pck_by or self.entry.pck_by
         if self.pck_by not in ("bbox", "image"):
             raise DinokitError(f"pck_by must be 'bbox' or 'image', got {self.pck_by!r}")
         self.categories = None if categories is None else list(categories)
@@ -116,33 +99,18 @@ class CorrespondenceBenchmark(Benchmark):
         self.max_pairs_per_category = max_pairs_per_category
         self.pairs_file = None if pairs_file is None else str(pairs_file)
         self.seed = int(seed)
-        if cache_dtype not in ("float32", "float16"):
-            raise DinokitError(f"cache dtype must be float32 or float16, got {cache_dtype!r}")
-        self.cache_dtype = cache_dtype
 
     # --- settings --------------------------------------------------------------------
     def method_settings(self) -> dict[str, Any]:
-        heads = list(self.saliency_heads) if self.saliency_heads is not None else None
-        if heads is None and getattr(self, "backbone_", None) is not None:
-            default = getattr(getattr(self.backbone_, "spec", None), "saliency_heads", None)
-            heads = list(default) if default is not None else "all"
         return {
             "protocol": "dense matching: nearest patch of each source keypoint, argmax of cosine similarity "
                         "over the target",
-            "load_size": self.load_size, "stride": self.stride, "layer": self.layer, "facet": self.facet,
-            "bin": self.bin, "foreground": self.foreground, "thresh": self.thresh, "refine": self.refine,
-            "window": self.window, "temperature": self.temperature, "saliency_heads": heads,
-            "alphas": list(self.alphas), "pck_by": self.pck_by, "cache_dtype": self.cache_dtype,
+            **self.settings_record(), **self.matching.to_record(), "alphas": list(self.alphas), "pck_by": self.pck_by,
         }
 
-    def dataset_options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = {}
-        if self.dataset != "pf-willow":
-            opts["split"] = self.split
-        if self.dataset == "cub":
-            opts.update(pairs_file=self.pairs_file, max_pairs_per_category=self.max_pairs_per_category,
-                        seed=self.seed)
-        return opts
+    def reader_values(self) -> dict[str, Any]:
+        return {"split": self.split, "pairs_file": self.pairs_file, "max_pairs_per_category":
+                self.max_pairs_per_category, "seed": self.seed, "categories": self.categories}
 
     def limits(self) -> dict[str, Any]:
         return {"categories": self.categories, "max_pairs": self.max_pairs,
@@ -150,17 +118,7 @@ class CorrespondenceBenchmark(Benchmark):
 
     # --- data --------------------------------------------------------------------------
     def load_dataset(self) -> list[CorrespondencePair]:
-        reader = READERS[self.dataset]
-        if self.dataset == "pf-willow":
-            pairs = reader(self.root)
-        elif self.dataset == "spair":
-            pairs = reader(self.root, split=self.split, categories=self.categories)
-        elif self.dataset == "pf-pascal":
-            pairs = reader(self.root, split=self.split)
-        else:
-            pairs = reader(self.root, split=self.split, pairs_file=self.pairs_file,
-                           max_pairs_per_category=self.max_pairs_per_category, categories=self.categories,
-                           seed=self.seed)
+        pairs = self.read_dataset()
         if self.categories is not None:
             missing = set(self.categories) - {p.category for p in pairs}
             if missing:
@@ -180,13 +138,9 @@ class CorrespondenceBenchmark(Benchmark):
 
     # --- evaluation ----------------------------------------------------------------------
     def _finder(self) -> Any:
-        from ...features import Extractor
         from ...tasks.correspondences import CorrespondenceFinder
 
-        ex = Extractor(self.backbone(), stride=self.stride, load_size=self.load_size, device=self.device,
-                       dtype=self.dtype)
-        return CorrespondenceFinder(ex, layer=self.layer, facet=self.facet, bin=self.bin, thresh=self.thresh,
-                                    saliency_heads=self.saliency_heads, cache_size=0)
+        return CorrespondenceFinder(self.extractor(), self.settings, cache_size=0, progress=self.progress)
 
     def evaluate(self, pairs: list[CorrespondencePair], folder: RunFolder) -> BenchmarkResult:
         from tqdm.auto import tqdm
@@ -231,7 +185,7 @@ class CorrespondenceBenchmark(Benchmark):
             return np.zeros((0, 2))
         if method == "model":
             da, db = cache.get(pair.src_path), cache.get(pair.trg_path)
-            mask = db.saliency > self.thresh if self.foreground else None
+            mask = db.saliency > self.settings.thresh if self.foreground else None
             res = match_points(da.matching, da.geometry, db.matching, db.geometry, pair.src_kps, mask_b=mask,
                                refine=self.refine, window=self.window, temperature=self.temperature)
             cache.release(pair.src_path, delete=not self.keep_cache)
@@ -245,15 +199,16 @@ class CorrespondenceBenchmark(Benchmark):
             ex = self.finder_.extractor
             for p in (pair.src_path, pair.trg_path):
                 if str(p) not in rgb_cache:
-                    rgb_cache[str(p)] = rgb_patch_descriptors(p, ex.patch_size, self.stride, self.load_size)
+                    rgb_cache[str(p)] = rgb_patch_descriptors(p, ex.patch_size, ex.stride, ex.load_size)
             (a, ga), (b, gb) = rgb_cache[str(pair.src_path)], rgb_cache[str(pair.trg_path)]
             return match_points(a, ga, b, gb, pair.src_kps).points
         raise DinokitError(f"unknown method {method!r}")
 
     # --- tables --------------------------------------------------------------------------
     def _labels(self) -> dict[str, tuple[str, str]]:
-        name = self.model_name()
-        desc = f"{name} (layer {self.layer} {self.facet}{', binned' if self.bin else ''}, stride {self.stride})"
+        st = self.settings_record()
+        desc = f"{self.model_name()} (layer {st['layer']} {st['facet']}{', binned' if st['bin'] else ''}, " \
+               f"stride {st['stride']})"
         return {"model": (desc, "model"), "identity": ("identity (baseline)", "identity"),
                 "rgb-patches": ("RGB patches (baseline)", "rgb")}
 
@@ -279,12 +234,13 @@ class CorrespondenceBenchmark(Benchmark):
             details[m] = res.to_dict()
         n_points = rows[0]["points"] if rows else 0
         n_cats = len({p.category for p in pairs})
-        box = "image" if self.pck_by == "image" else _BOX[self.dataset]
-        title = (f"{DATASET_TITLES[self.dataset]}: {plural(len(pairs), 'pair')} in "
+        box = "image" if self.pck_by == "image" else self.entry.box
+        title = (f"{self.entry.title}: {plural(len(pairs), 'pair')} in "
                  f"{plural(n_cats, 'category', 'categories')}, {plural(n_points, 'keypoint')}. "
                  f"PCK@alpha (%): keypoints within alpha x the longer side of {box}, averaged per pair.")
-        notes = [f"model: {self.model_info()['source'] or self.model_name()}; load size {self.load_size}, "
-                 f"stride {self.stride}, layer {self.layer} {self.facet}, bin={self.bin}, "
+        st = self.settings_record()
+        notes = [f"model: {self.model_info()['source'] or self.model_name()}; load size {st['load_size']}, "
+                 f"stride {st['stride']}, layer {st['layer']} {st['facet']}, bin={st['bin']}, "
                  f"foreground={self.foreground}, refine={self.refine}"]
         return BenchmarkResult(
             benchmark=self.kind, dataset=self.dataset, title=title, columns=columns, rows=rows,

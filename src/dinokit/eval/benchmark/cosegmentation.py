@@ -2,9 +2,9 @@
 
 Protocol (Amir et al. 2021, Sec. 4.3; metrics of Rubinstein et al. 2013):
 each set (an iCoseg group, an MSRC class, an Internet class, ...) is
-co-segmented on its own with the paper's defaults (layer 11 ``key``
-descriptors at stride 4 and load size 224, elbow 0.975, saliency votes 0.065
-from 75% of the images, GrabCut refinement); each mask, resized to the
+co-segmented on its own with the paper's co-segmentation settings
+(:class:`~dinokit.settings.CoSegmentationSettings`, unchanged: see
+``PROTOCOL_SETTINGS``) and GrabCut refinement; each mask, resized to the
 ground truth with nearest neighbour, is scored by Jaccard (IoU of the
 foreground) and precision (pixel accuracy). Scores are averaged per set, then
 over sets (per image in the JSON too). Images whose ground truth is empty (the
@@ -26,62 +26,49 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from ...errors import DinokitError
-from ..datasets import READERS, CosegSet
+from ...settings import CoSegmentationSettings
+from ..datasets import CosegSet
+from ..datasets.registry import BaselineSettings, benchmark
 from ..metrics import CosegAccumulator, coseg_scores
-from .base import Benchmark
+from .base import Benchmark, take_options
 from .report import BenchmarkResult, Column, plural
 from .run_folder import RunFolder
 
-DATASET_TITLES = {"icoseg": "iCoseg", "msrc": "MSRC", "internet": "Internet", "pascal-co": "PASCAL-CO",
-                  "coseg": "co-segmentation"}
-COSEG_DEFAULTS: dict[str, Any] = dict(
-    load_size=224, stride=4, layer=11, facet="key", bin=False, thresh=0.065, elbow=0.975, votes_percentage=75.0,
-    sample_interval=100, low_res_saliency_maps=True, max_clusters=14, seed=1234, kmeans_backend="auto",
-    store_dtype="float16",
-)
-"""The co-segmentation's settings the set benchmarks expose (the paper's defaults)."""
-
 
 class SetBenchmark(Benchmark):
-    """Shared by the benchmarks that run a co-segmentation per set: its settings, cached features, baselines."""
+    """Shared by the benchmarks that run a co-segmentation per set: cached features, baselines.
+
+    ``self.settings`` is a :class:`~dinokit.settings.CoSegmentationSettings` (or its subclass
+    :class:`~dinokit.settings.PartSettings`); every field the protocol uses is recorded with the run.
+    """
 
     def __init__(self, root: Union[str, os.PathLike], output_dir: Union[str, os.PathLike], *, dataset: str,
-                 max_images: Optional[int] = None, centre_prior_area: float = 0.5,
-                 saliency_thresh: Optional[float] = None, **kwargs: Any) -> None:
-        method = {k: kwargs.pop(k, v) for k, v in COSEG_DEFAULTS.items()}
+                 max_images: Optional[int] = None, baseline: Optional[BaselineSettings] = None,
+                 **kwargs: Any) -> None:
+        self.baseline = take_options(BaselineSettings, baseline, kwargs)  # or centre_prior_area=, saliency_thresh=
         super().__init__(root, output_dir, dataset=dataset, **kwargs)
-        self.coseg = method
         if max_images is not None and max_images < 2:
             raise DinokitError(f"max_images must be at least 2 (co-segmentation needs two images), got {max_images}")
         self.max_images = max_images
-        self.centre_prior_area = float(centre_prior_area)
-        self.saliency_thresh = None if saliency_thresh is None else float(saliency_thresh)
+        self.centre_prior_area, self.saliency_thresh = self.baseline.centre_prior_area, self.baseline.saliency_thresh
 
     def baseline_settings(self) -> dict[str, Any]:
         return {"centre_prior_area": self.centre_prior_area,
                 "saliency_thresh": "mean saliency of the image" if self.saliency_thresh is None
                 else self.saliency_thresh}
 
-    def extractor(self) -> Any:
-        if getattr(self, "extractor_", None) is None:
-            from ...features import Extractor
-
-            self.extractor_ = Extractor(self.backbone(), stride=self.coseg["stride"], load_size=self.coseg["load_size"],
-                                        device=self.device, dtype=self.dtype)
-        return self.extractor_
-
     def set_features(self, name: str, sources: Sequence[Any], folder: RunFolder, include_cls: bool = False) -> Any:
         """Features of a set's images, read from / written to ``OUT/cache/sets/<name>``."""
         from ...blocks.store import DescriptorStore
         from .descriptor_cache import cached_set_features
 
-        directory = folder.cache_dir / "sets" / _safe(name)
-        store = DescriptorStore("auto", dtype=self.coseg["store_dtype"], expected_images=len(sources))
+        st = self.settings
+        store = DescriptorStore(st.store, dtype=st.store_dtype, memory_limit_bytes=st.memory_limit_gb * 2**30,
+                                expected_images=len(sources))
         counter: dict[str, int] = {}
         feats = cached_set_features(
-            self.extractor(), sources, directory, layer=self.coseg["layer"], facet=self.coseg["facet"],
-            bin=self.coseg["bin"], include_cls=include_cls, low_res_saliency_maps=self.coseg["low_res_saliency_maps"],
-            store=store, root=self.root, progress=self.progress, counter=counter)
+            self.extractor(), sources, folder.set_cache_dir(name), layer=st.layer, facet=st.facet, bin=st.bin,
+            include_cls=include_cls, low_res_saliency_maps=st.low_res_saliency_maps, store=store, root=self.root, progress=self.progress, counter=counter)
         self.counts_["images_computed"] += counter.get("computed", 0)
         self.counts_["images_from_cache"] += counter.get("loaded", 0)
         return feats
@@ -91,13 +78,11 @@ class SetBenchmark(Benchmark):
         import shutil
 
         if not self.keep_cache:
-            shutil.rmtree(folder.cache_dir / "sets" / _safe(name), ignore_errors=True)
+            shutil.rmtree(folder.set_cache_dir(name), ignore_errors=True)
 
-    def coseg_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`~dinokit.tasks.cosegmentation.CoSegmentation`."""
-        kw = dict(self.coseg)
-        kw.update(store="auto", progress=False, device=self.device, dtype=self.dtype)
-        return kw
+    def estimator_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments (besides the settings) of the co-segmentation estimators."""
+        return dict(progress=False, device=self.device, dtype=self.dtype)
 
     def baseline_mask(self, method: str, feats: Any, index: int, size: tuple[int, int]) -> np.ndarray:
         """``centre-prior`` or ``saliency`` foreground of image ``index`` at ``size = (H, W)``."""
@@ -111,8 +96,10 @@ class SetBenchmark(Benchmark):
         raise DinokitError(f"unknown baseline {method!r}")
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.()" else "_" for c in name) or "set"
+def coseg_note(c: dict[str, Any]) -> str:
+    """The co-segmentation settings a table note names (from a settings record)."""
+    return (f"load size {c['load_size']}, stride {c['stride']}, layer {c['layer']} {c['facet']}, "
+            f"thresh {c['thresh']}, elbow {c['elbow']}, votes {c['votes_percentage']:g}%")
 
 
 def warning_notes(warned: dict[str, list[str]], limit: int = 10) -> list[str]:
@@ -135,27 +122,25 @@ class CosegBenchmark(SetBenchmark):
     """Co-segmentation Jaccard and precision, set by set (see the module docstring).
 
     Args (besides :class:`~dinokit.eval.benchmark.base.Benchmark`'s):
+        settings: :class:`~dinokit.settings.CoSegmentationSettings` (keyword overrides such as
+            ``layer=9`` change single fields; ``mask_size`` does not apply).
         layout, sets: passed to :func:`~dinokit.eval.datasets.read_coseg`.
         max_images: at most this many images per set (the first by name); max_sets: the first sets only.
         refine: GrabCut refinement of the masks (the paper's; default on).
-        remove_outliers, outliers_thresh: the co-segmentation's outlier removal (off, 0.7).
         skip_empty_jaccard: leave images whose ground truth is empty (the Internet dataset's noise
             images) out of Jaccard, as its evaluation does (default); precision still counts them.
         centre_prior_area, saliency_thresh: the baselines' parameters.
-        load_size, stride, layer, facet, bin, thresh, elbow, votes_percentage, sample_interval,
-        low_res_saliency_maps, max_clusters, seed, kmeans_backend, store_dtype: the co-segmentation's
-        (:data:`COSEG_DEFAULTS`, the paper's).
     """
 
     kind = "cosegment"
-    BASELINES = ("centre-prior", "saliency")
-    DATASETS = tuple(DATASET_TITLES)
+    BASELINES = benchmark(kind).baselines
+    PROTOCOL_SETTINGS = CoSegmentationSettings()  # Sec. 4.3 is the task's own protocol: no departure
 
-    def __init__(self, root: Union[str, os.PathLike], output_dir: Union[str, os.PathLike], dataset: str = "icoseg", *,
-                 layout: str = "auto", sets: Optional[Sequence[str]] = None, max_sets: Optional[int] = None,
-                 refine: bool = True, remove_outliers: bool = False, outliers_thresh: float = 0.7,
+    def __init__(self, root: Union[str, os.PathLike], output_dir: Union[str, os.PathLike], dataset: str = "icoseg",
+                 settings: Optional[CoSegmentationSettings] = None, *, layout: str = "auto",
+                 sets: Optional[Sequence[str]] = None, max_sets: Optional[int] = None, refine: bool = True,
                  skip_empty_jaccard: bool = True, **kwargs: Any) -> None:
-        super().__init__(root, output_dir, dataset=dataset, **kwargs)
+        super().__init__(root, output_dir, dataset=dataset, settings=settings, **kwargs)
         self.skip_empty_jaccard = bool(skip_empty_jaccard)
         self.layout = layout
         self.sets = None if sets is None else list(sets)
@@ -163,25 +148,22 @@ class CosegBenchmark(SetBenchmark):
             raise DinokitError(f"max_sets must be at least 1, got {max_sets}")
         self.max_sets = max_sets
         self.refine = bool(refine)
-        self.remove_outliers = bool(remove_outliers)
-        self.outliers_thresh = float(outliers_thresh)
 
     def method_settings(self) -> dict[str, Any]:
         return {"protocol": "co-segmentation of each set on its own; masks resized to the ground truth (nearest)",
-                **self.coseg, "refine": self.refine, "remove_outliers": self.remove_outliers,
-                "outliers_thresh": self.outliers_thresh,
+                **self.settings_record(), "refine": self.refine,
                 "jaccard_on_empty_ground_truth": "skipped" if self.skip_empty_jaccard else "scored (1 if the mask is "
                                                                                            "empty too, else 0)",
                 "baselines": self.baseline_settings()}
 
-    def dataset_options(self) -> dict[str, Any]:
-        return {"layout": self.layout}
+    def reader_values(self) -> dict[str, Any]:
+        return {"layout": self.layout, "sets": self.sets}
 
     def limits(self) -> dict[str, Any]:
         return {"sets": self.sets, "max_sets": self.max_sets, "max_images": self.max_images}
 
     def load_dataset(self) -> list[CosegSet]:
-        sets = READERS[self.dataset](self.root, layout=self.layout, sets=self.sets)
+        sets = self.read_dataset()
         if self.max_sets is not None:
             sets = sets[: self.max_sets]
         if self.max_images is not None:
@@ -204,12 +186,11 @@ class CosegBenchmark(SetBenchmark):
                 continue
             todo = [m for m in methods if folder.get(m, s.name) is None]
             if todo:
-                feats = self.set_features(s.name, s.image_paths, folder, include_cls=self.remove_outliers)
+                feats = self.set_features(s.name, s.image_paths, folder, include_cls=self.settings.remove_outliers)
                 extra: dict[str, Any] = {}
                 model = None
                 if "model" in todo:
-                    model = CoSegmentation(self.extractor(), **self.coseg_kwargs(), remove_outliers=self.remove_outliers,
-                                           outliers_thresh=self.outliers_thresh)
+                    model = CoSegmentation(self.extractor(), self.settings, **self.estimator_kwargs())
                     model, fit_warnings = fit_quietly(model, feats)
                     extra = {"n_clusters": int(model.n_clusters_), "salient_labels": model.salient_labels_.tolist(),
                              "votes": model.votes_.tolist(), "warnings": fit_warnings,
@@ -261,13 +242,11 @@ class CosegBenchmark(SetBenchmark):
                                    "precision": v["precision"], "images": v["images"]})
             details[m] = res.to_dict()
         n_images = sum(len(s) for s in sets if s.name not in skipped)
-        title = (f"{DATASET_TITLES[self.dataset]} co-segmentation: {plural(len(sets) - len(skipped), 'set')}, "
+        title = (f"{self.entry.title} co-segmentation: {plural(len(sets) - len(skipped), 'set')}, "
                  f"{plural(n_images, 'image')}. "
                  f"Jaccard (J) and precision (P, pixel accuracy) in %, averaged per set then over sets.")
-        c = self.coseg
-        notes = [f"model: {self.model_info()['source'] or name}; load size {c['load_size']}, stride {c['stride']}, "
-                 f"layer {c['layer']} {c['facet']}, thresh {c['thresh']}, elbow {c['elbow']}, votes "
-                 f"{c['votes_percentage']:g}%, GrabCut={self.refine}"]
+        notes = [f"model: {self.model_info()['source'] or name}; {coseg_note(self.settings_record())}, "
+                 f"GrabCut={self.refine}"]
         if skipped:
             notes.append(f"skipped (fewer than 2 images): {', '.join(skipped)}")
         notes += warning_notes(warned)

@@ -1,8 +1,9 @@
 """Part benchmark: NMI and ARI of part co-segmentation on PASCAL-Part (pixels) and CUB (keypoints).
 
 Protocol: the images of one category form a set, part co-segmented on its
-own with the paper's defaults (:class:`~dinokit.tasks.parts.PartCoSegmentation`:
-the co-segmentation's first stage, then ``num_parts`` = 4 parts, dense CRF).
+own with the paper's settings (:class:`~dinokit.tasks.parts.PartCoSegmentation` with
+:class:`~dinokit.settings.PartSettings`, unchanged: the co-segmentation's first stage,
+then ``num_parts`` parts, dense CRF).
 Labels (parts and background) are resized to the original image with nearest
 neighbour and compared with the ground truth on the object only, as in the
 unsupervised part-discovery literature:
@@ -31,14 +32,13 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from ...errors import DatasetError, DinokitError
-from ..datasets import READERS
+from ...settings import PartSettings
+from ..datasets.registry import PART_GROUPINGS, benchmark
 from ..metrics import PartAccumulator, sample_labels
 from .cosegmentation import SetBenchmark, fit_quietly, warning_notes
 from .report import BenchmarkResult, Column, mean, plural
 from .run_folder import RunFolder
 
-DATASET_TITLES = {"pascal-part": "PASCAL-Part", "cub": "CUB-200-2011"}
-PART_GROUPINGS = ("instances", "annotated", "coarse")
 
 _COARSE = (  # PASCAL-Part names of animals and people -> head / torso / limbs / tail
     ("head", ("head", "ear", "eye", "ebrow", "nose", "muzzle", "mouth", "beak", "hair", "horn")),
@@ -53,7 +53,7 @@ def _check_grouping(grouping: str) -> None:
         raise DinokitError(f"part grouping must be one of {', '.join(PART_GROUPINGS)}, got {grouping!r}")
 
 
-def part_group(name: str, grouping: str = "instances") -> str:
+def part_group(name: str, grouping: str = PART_GROUPINGS[0]) -> str:
     """The ground-truth label a PASCAL-Part part name is scored as.
 
     ``annotated``: the name itself. ``instances`` (default): numbered instances of one part merged
@@ -91,60 +91,53 @@ class PartsBenchmark(SetBenchmark):
             and, for PASCAL-Part, at least two annotated part names); max_categories: the first ones only;
             max_images: at most this many images per category (the first).
         part_grouping: how PASCAL-Part names become ground-truth labels (:func:`part_group`; ``instances``).
-        num_parts, num_crop_augmentations, three_stages, elbow_second_stage, crf: the part
-            co-segmentation's (4, 0, off, 0.94, on).
+        settings: :class:`~dinokit.settings.PartSettings` (keyword overrides such as ``num_parts=6``
+            change single fields; ``mask_size`` does not apply).
     """
 
     kind = "parts"
-    BASELINES = ("grid",)
-    DATASETS = tuple(DATASET_TITLES)
+    BASELINES = benchmark(kind).baselines
+    PROTOCOL_SETTINGS = PartSettings()  # Sec. 4.1's part co-segmentation as the task runs it: no departure
 
     def __init__(self, root: Union[str, os.PathLike], output_dir: Union[str, os.PathLike],
-                 dataset: str = "pascal-part", *, split: str = "test", categories: Optional[Sequence[str]] = None,
-                 max_categories: Optional[int] = None, num_parts: int = 4, num_crop_augmentations: int = 0,
-                 three_stages: bool = False, elbow_second_stage: float = 0.94, crf: bool = True,
-                 part_grouping: str = "instances", **kwargs: Any) -> None:
-        super().__init__(root, output_dir, dataset=dataset, **kwargs)
+                 dataset: str = "pascal-part", settings: Optional[PartSettings] = None, *, split: str = "test",
+                 categories: Optional[Sequence[str]] = None, max_categories: Optional[int] = None,
+                 part_grouping: str = PART_GROUPINGS[0], **kwargs: Any) -> None:
+        super().__init__(root, output_dir, dataset=dataset, settings=settings, **kwargs)
         self.split = split
         self.categories = None if categories is None else list(categories)
         if max_categories is not None and max_categories < 1:
             raise DinokitError(f"max_categories must be at least 1, got {max_categories}")
         self.max_categories = max_categories
-        if num_parts < 1:
-            raise DinokitError(f"num_parts must be at least 1, got {num_parts}")
-        self.num_parts = int(num_parts)
-        self.num_crop_augmentations = int(num_crop_augmentations)
-        self.three_stages = bool(three_stages)
-        self.elbow_second_stage = float(elbow_second_stage)
-        self.crf = bool(crf)
         _check_grouping(part_grouping)
         self.part_grouping = part_grouping
 
     def method_settings(self) -> dict[str, Any]:
         return {"protocol": "part co-segmentation of each category's images as one set; NMI/ARI on "
-                            + ("annotated part pixels of the objects" if self.dataset == "pascal-part"
-                               else "visible keypoints"),
-                **self.coseg, "num_parts": self.num_parts, "num_crop_augmentations": self.num_crop_augmentations,
-                "three_stages": self.three_stages, "elbow_second_stage": self.elbow_second_stage, "crf": self.crf,
-                "nmi_average": "arithmetic",
-                **({"part_grouping": self.part_grouping} if self.dataset == "pascal-part" else {})}
+                            + ("annotated part pixels of the objects" if self.pixels else "visible keypoints"),
+                **self.settings_record(), "nmi_average": "arithmetic",
+                **({"part_grouping": self.part_grouping} if self.pixels else {})}
 
-    def dataset_options(self) -> dict[str, Any]:
-        return {"split": self.split} if self.dataset == "cub" else {}
+    @property
+    def pixels(self) -> bool:
+        """Whether the dataset's parts are pixel masks (else keypoints), from its registry entry."""
+        return self.entry.scored_on == "pixels"
+
+    def reader_values(self) -> dict[str, Any]:
+        return {"split": self.split, "categories": self.categories}
 
     def limits(self) -> dict[str, Any]:
         return {"categories": self.categories, "max_categories": self.max_categories, "max_images": self.max_images}
 
     # --- data ---------------------------------------------------------------------------
     def load_dataset(self) -> list[PartSet]:
-        if self.dataset == "cub":
-            ims = _read_cub(self.root, self.split, self.categories)
+        if not self.pixels:
             groups: dict[str, list[Any]] = {}
-            for im in ims:
+            for im in self.read_dataset():
                 groups.setdefault(im.category, []).append(im)
             sets = [PartSet(c, v) for c, v in sorted(groups.items())]
         else:
-            sets = self._pascal_sets()
+            sets = self._pixel_sets()
         if self.categories is not None:
             order = {c: i for i, c in enumerate(self.categories)}
             missing = set(self.categories) - {s.name for s in sets}
@@ -153,7 +146,7 @@ class PartsBenchmark(SetBenchmark):
                                    f"{', '.join(sorted(missing))}")
             sets = sorted((s for s in sets if s.name in order), key=lambda s: order[s.name])
         else:
-            sets = [s for s in sets if len(s) >= 2 and (self.dataset == "cub" or len(set(s.parts.values())) >= 2)]
+            sets = [s for s in sets if len(s) >= 2 and (not self.pixels or len(set(s.parts.values())) >= 2)]
         if self.max_categories is not None:
             sets = sets[: self.max_categories]
         if self.max_images is not None:
@@ -162,10 +155,10 @@ class PartsBenchmark(SetBenchmark):
             raise DatasetError(f"{self.root}: no category with at least two annotated images")
         return sets
 
-    def _pascal_sets(self) -> list[PartSet]:
+    def _pixel_sets(self) -> list[PartSet]:
         from tqdm.auto import tqdm
 
-        images = READERS["pascal-part"](self.root)
+        images = self.read_dataset()
         members: dict[str, list[Any]] = {}
         names: dict[str, set[str]] = {}
         for it in tqdm(images, desc="annotations", unit="img", disable=not self.progress, leave=False):
@@ -184,7 +177,7 @@ class PartsBenchmark(SetBenchmark):
     # --- evaluation -------------------------------------------------------------------------
     def _gt(self, pset: PartSet, item: Any) -> tuple[Any, tuple[int, int]]:
         """Ground truth of one image and its ``(H, W)``: a label map (PASCAL-Part) or (points, ids) (CUB)."""
-        if self.dataset == "cub":
+        if not self.pixels:
             from ..datasets import image_size
 
             w, h = image_size(item.path)
@@ -195,7 +188,7 @@ class PartsBenchmark(SetBenchmark):
 
     def _samples(self, gt: Any, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(true, predicted)`` labels of the scored samples of one image."""
-        if self.dataset == "cub":
+        if not self.pixels:
             pts, ids = gt
             pred = sample_labels(labels, pts) if len(pts) else np.zeros(0, np.int64)
             return np.asarray(ids, np.int64), np.asarray(pred, np.int64)
@@ -205,11 +198,9 @@ class PartsBenchmark(SetBenchmark):
     def _fit(self, feats: Any, sources: list[Any]) -> tuple[Any, list[str]]:
         from ...tasks.parts import PartCoSegmentation
 
-        model = PartCoSegmentation(self.extractor(), **self.coseg_kwargs(), num_parts=self.num_parts,
-                                   num_crop_augmentations=self.num_crop_augmentations, three_stages=self.three_stages,
-                                   elbow_second_stage=self.elbow_second_stage, crf=self.crf)
+        model = PartCoSegmentation(self.extractor(), self.settings, **self.estimator_kwargs())
         try:
-            if self.num_crop_augmentations:  # augmentations are drawn per run: no feature cache
+            if self.settings.num_crop_augmentations:  # augmentations are drawn per run: no feature cache
                 import warnings
 
                 with warnings.catch_warnings(record=True) as caught:
@@ -238,7 +229,7 @@ class PartsBenchmark(SetBenchmark):
                 feats = None
                 model, fit_warnings = None, []
                 if "model" in todo:
-                    if not self.num_crop_augmentations:
+                    if not self.settings.num_crop_augmentations:
                         feats = self.set_features(pset.name, sources, folder)
                     model, fit_warnings = self._fit(feats, sources)
                 out: dict[str, list[dict[str, Any]]] = {m: [] for m in todo}
@@ -248,7 +239,7 @@ class PartsBenchmark(SetBenchmark):
                         if m == "model":
                             labels = np.full(size, -1, np.int32) if model is None else _resize_labels(model.parts(i), size)
                         else:
-                            labels = grid_parts(size[0], size[1], self.num_parts)
+                            labels = grid_parts(size[0], size[1], self.settings.num_parts)
                         t, p = self._samples(gt, labels)
                         out[m].append({"name": _item_name(item), **_contingency(t, p)})
                 for m in todo:
@@ -276,7 +267,7 @@ class PartsBenchmark(SetBenchmark):
     def _result(self, sets: list[PartSet], accs: dict[str, dict[str, PartAccumulator]],
                 warned: dict[str, list[str]]) -> BenchmarkResult:
         name = self.model_name()
-        labels = {"model": (f"{name} (part co-segmentation)", "model"), "grid": (f"{self.num_parts}-cell grid (baseline)", "grid")}
+        labels = {"model": (f"{name} (part co-segmentation)", "model"), "grid": (f"{self.settings.num_parts}-cell grid (baseline)", "grid")}
         rows, group_rows, details = [], [], {}
         for m, per_set in accs.items():
             results = {c: a.result() for c, a in per_set.items()}
@@ -292,14 +283,14 @@ class PartsBenchmark(SetBenchmark):
                                    "nmi_per_image": r.nmi_per_image, "ari_per_image": r.ari_per_image,
                                    "images": r.num_images, "samples": r.num_samples})
             details[m] = {c: r.to_dict() for c, r in results.items()}
-        what = "annotated part pixels of the objects" if self.dataset == "pascal-part" else "visible keypoints"
+        what = "annotated part pixels of the objects" if self.pixels else "visible keypoints"
         n_images = sum(len(s) for s in sets)
-        title = (f"{DATASET_TITLES[self.dataset]} part co-segmentation: {plural(len(sets), 'category', 'categories')}, "
+        title = (f"{self.entry.title} part co-segmentation: {plural(len(sets), 'category', 'categories')}, "
                  f"{plural(n_images, 'image')}. NMI and ARI (%) on {what}, pooled per category, "
                  f"averaged over categories.")
-        c = self.coseg
-        notes = [f"model: {self.model_info()['source'] or name}; {self.num_parts} parts, load size {c['load_size']}, "
-                 f"stride {c['stride']}, layer {c['layer']} {c['facet']}, thresh {c['thresh']}, CRF={self.crf}"]
+        c = self.settings_record()
+        notes = [f"model: {self.model_info()['source'] or name}; {c['num_parts']} parts, load size {c['load_size']}, "
+                 f"stride {c['stride']}, layer {c['layer']} {c['facet']}, thresh {c['thresh']}, CRF={c['crf']}"]
         notes += warning_notes(warned)
         columns = [Column("nmi", "NMI"), Column("ari", "ARI"), Column("nmi_per_image", "NMI (per image)"),
                    Column("ari_per_image", "ARI (per image)"), Column("categories", "categories", "int"),
@@ -309,13 +300,7 @@ class PartsBenchmark(SetBenchmark):
             group_name="category", group_columns=[Column("nmi", "NMI"), Column("ari", "ARI")],
             group_rows=group_rows, details=details, notes=notes,
             info={"counts": {"categories": len(sets), "images": n_images},
-                  "part_labels": {s.name: s.parts for s in sets} if self.dataset == "pascal-part" else None})
-
-
-def _read_cub(root: Any, split: str, categories: Optional[Sequence[str]]) -> list[Any]:
-    from ..datasets import read_cub_keypoints
-
-    return read_cub_keypoints(root, split=split, categories=categories)
+                  "part_labels": {s.name: s.parts for s in sets} if self.pixels else None})
 
 
 def _item_name(item: Any) -> str:

@@ -27,14 +27,15 @@ import torch.nn.functional as F
 
 from ...errors import DinokitError
 from ...models.config import input_normalization
+from ..datasets.registry import PropagationSettings
 
-PROPAGATION_DEFAULTS: dict[str, Any] = dict(
-    short_side=480, multiple=64, n_last_frames=7, neighbourhood=12, topk=5, temperature=0.1,
-)
-"""DINO's ``eval_video_segmentation.py`` defaults."""
+_DEFAULTS = PropagationSettings()
+PROPAGATION_DEFAULTS: dict[str, Any] = _DEFAULTS.to_record()
+"""DINO's ``eval_video_segmentation.py`` defaults (:class:`~dinokit.eval.datasets.registry.PropagationSettings`)."""
 
 
-def propagation_size(height: int, width: int, short_side: int = 480, multiple: int = 64) -> tuple[int, int]:
+def propagation_size(height: int, width: int, short_side: int = _DEFAULTS.short_side,
+                     multiple: int = _DEFAULTS.multiple) -> tuple[int, int]:
     """``(height, width)`` a frame is resized to: the shorter side ``short_side``, the longer side
     ``short_side * long / short`` rounded down to a multiple of ``multiple``."""
     if short_side < 1 or multiple < 1:
@@ -85,8 +86,8 @@ def propagate(
     sources: Sequence[torch.Tensor],
     labels: Sequence[torch.Tensor],
     neighbourhood: Optional[torch.Tensor],
-    topk: int = 5,
-    temperature: float = 0.1,
+    topk: int = _DEFAULTS.topk,
+    temperature: float = _DEFAULTS.temperature,
     chunk_rows: int = 1024,
 ) -> torch.Tensor:
     """Soft labels ``(C, N)`` of ``target`` (``(N, D)``, L2-normalised rows) voted by the context frames
@@ -177,10 +178,10 @@ def propagate_sequence(
     describe: Callable[[np.ndarray], FrameFeatures],
     patch_size: int,
     *,
-    n_last_frames: int = 7,
-    neighbourhood: int = 12,
-    topk: int = 5,
-    temperature: float = 0.1,
+    n_last_frames: int = _DEFAULTS.n_last_frames,
+    neighbourhood: int = _DEFAULTS.neighbourhood,
+    topk: int = _DEFAULTS.topk,
+    temperature: float = _DEFAULTS.temperature,
 ) -> Iterator[np.ndarray]:
     """Labels of every frame of a sequence (original size, uint8), the first being ``first_labels``.
 

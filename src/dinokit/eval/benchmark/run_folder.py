@@ -36,6 +36,11 @@ CACHE_DIR = "cache"
 RESULT_FILES = ("results.json", "results.csv")
 
 
+def safe_name(name: str) -> str:
+    """``name`` with every character other than letters, digits and ``-_.()`` replaced by ``_`` (a folder name)."""
+    return "".join(c if c.isalnum() or c in "-_.()" else "_" for c in name) or "set"
+
+
 def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Human-readable differences between two JSON-like settings dicts."""
     if isinstance(old, dict) and isinstance(new, dict):
@@ -92,6 +97,10 @@ class RunFolder:
     @property
     def cache_dir(self) -> Path:
         return self.path / CACHE_DIR
+
+    def set_cache_dir(self, name: str) -> Path:
+        """Where the cached features of set (or sequence) ``name`` live: ``cache/sets/<safe name>``."""
+        return self.cache_dir / "sets" / safe_name(name)
 
     @property
     def log_file(self) -> Path:

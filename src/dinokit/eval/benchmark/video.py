@@ -28,16 +28,19 @@ import numpy as np
 import torch
 
 from ...errors import DinokitError
-from ..datasets import READERS, VideoSequence
+from ...settings import CoSegmentationSettings, PartSettings
+from ..datasets import VideoSequence
+from ..datasets.registry import PropagationSettings, benchmark
 from ..datasets.video import VOID_LABEL
 from ..metrics import DavisAccumulator
-from .cosegmentation import SetBenchmark, fit_quietly, warning_notes
+from .base import take_options
+from .cosegmentation import SetBenchmark, coseg_note, fit_quietly, warning_notes
 from .report import BenchmarkResult, Column, mean, plural
 from .run_folder import RunFolder
 
 FOREGROUNDS = ("cosegmentation", "parts")
 PROTOCOLS = ("propagation", "unsupervised")
-PROTOCOL_BASELINES = {"propagation": ("first-frame", "rgb-patches"), "unsupervised": ("centre-prior", "saliency")}
+PROTOCOL_BASELINES = benchmark("video").default_baselines or {}
 
 
 class VideoBenchmark(SetBenchmark):
@@ -48,24 +51,25 @@ class VideoBenchmark(SetBenchmark):
         split, year, resolution, sequences: passed to :func:`~dinokit.eval.datasets.read_davis`.
         frame_step, max_frames: which frames of a sequence are used and scored (all by default; with
             ``propagation`` a ``frame_step`` above 1 makes the motion between frames larger than the protocol's).
-        short_side, multiple, n_last_frames, neighbourhood, topk, temperature: the propagation's
-            (:data:`~dinokit.eval.benchmark.propagation.PROPAGATION_DEFAULTS`).
+        propagation: :class:`~dinokit.eval.datasets.registry.PropagationSettings` (DINO's); keyword
+            overrides short_side, multiple, n_last_frames, neighbourhood, topk, temperature change single fields.
         foreground: ``cosegmentation`` (GrabCut-refined masks) or ``parts`` (the part co-segmentation's parts),
-            for ``unsupervised``; refine: GrabCut refinement for ``cosegmentation``; num_parts, crf: for ``parts``.
+            for ``unsupervised``; refine: GrabCut refinement for ``cosegmentation``.
+        settings: :class:`~dinokit.settings.PartSettings`, the unsupervised protocol's method (its
+            co-segmentation fields for ``cosegmentation``, all of them for ``parts``); keyword overrides
+            such as ``num_parts=6`` change single fields.
         bound_th, skip_first_last: the DAVIS F tolerance and frame selection.
     """
 
     kind = "video"
-    BASELINES = ("first-frame", "rgb-patches", "centre-prior", "saliency")
-    DATASETS = ("davis",)
+    BASELINES = benchmark(kind).baselines
+    PROTOCOL_SETTINGS = PartSettings()  # the tasks' own settings: no departure
 
-    def __init__(self, root: Union[str, os.PathLike], output_dir: Union[str, os.PathLike], dataset: str = "davis", *,
-                 protocol: str = "propagation", split: Optional[str] = None, year: Optional[int] = None,
+    def __init__(self, root: Union[str, os.PathLike], output_dir: Union[str, os.PathLike], dataset: str = "davis",
+                 settings: Optional[PartSettings] = None, *, protocol: str = "propagation", split: Optional[str] = None, year: Optional[int] = None,
                  resolution: str = "480p", sequences: Optional[Sequence[str]] = None, frame_step: int = 1,
-                 max_frames: Optional[int] = None, short_side: int = 480, multiple: int = 64, n_last_frames: int = 7,
-                 neighbourhood: int = 12, topk: int = 5, temperature: float = 0.1,
-                 foreground: str = "cosegmentation", refine: bool = True, num_parts: int = 4, crf: bool = True,
-                 bound_th: float = 0.008, skip_first_last: bool = True, **kwargs: Any) -> None:
+                 max_frames: Optional[int] = None, propagation: Optional[PropagationSettings] = None,
+                 foreground: str = "cosegmentation", refine: bool = True, bound_th: float = 0.008, skip_first_last: bool = True, **kwargs: Any) -> None:
         if kwargs.get("max_images") is not None:
             raise DinokitError("the video benchmark selects frames with max_frames and frame_step, not max_images")
         if protocol not in PROTOCOLS:
@@ -76,7 +80,8 @@ class VideoBenchmark(SetBenchmark):
         if wrong:
             raise DinokitError(f"baseline(s) {', '.join(wrong)} do not apply to the {protocol} protocol; "
                                f"choose from {', '.join(PROTOCOL_BASELINES[protocol])}")
-        super().__init__(root, output_dir, dataset=dataset, baselines=baselines, **kwargs)
+        self.propagation_settings = take_options(PropagationSettings, propagation, kwargs)
+        super().__init__(root, output_dir, dataset=dataset, settings=settings, baselines=baselines, **kwargs)
         if foreground not in FOREGROUNDS:
             raise DinokitError(f"foreground must be one of {', '.join(FOREGROUNDS)}, got {foreground!r}")
         if frame_step < 1:
@@ -84,21 +89,14 @@ class VideoBenchmark(SetBenchmark):
         if max_frames is not None and max_frames < 3:
             raise DinokitError(f"max_frames must be at least 3 (the first and last frames are not scored), "
                                f"got {max_frames}")
-        if n_last_frames < 0 or topk < 1 or not temperature > 0 or short_side < 1 or multiple < 1:
-            raise DinokitError("propagation needs n_last_frames >= 0, topk >= 1, temperature > 0 and a positive "
-                               "short side and multiple")
         self.protocol = protocol
         self.split, self.year, self.resolution = split, year, resolution
         self.sequences = None if sequences is None else list(sequences)
         self.frame_step = int(frame_step)
         self.max_frames = max_frames
-        self.propagation = {"short_side": int(short_side), "multiple": int(multiple),
-                            "n_last_frames": int(n_last_frames), "neighbourhood": int(neighbourhood),
-                            "topk": int(topk), "temperature": float(temperature)}
+        self.propagation = self.propagation_settings.to_record()
         self.foreground = foreground
         self.refine = bool(refine)
-        self.num_parts = int(num_parts)
-        self.crf = bool(crf)
         self.bound_th = float(bound_th)
         self.skip_first_last = bool(skip_first_last)
 
@@ -109,22 +107,28 @@ class VideoBenchmark(SetBenchmark):
                     "description": "semi-supervised: the first frame's labels propagated by patch-feature "
                                    "similarity (DINO's DAVIS protocol); every object scored on its own",
                     "features": "last block, final norm, patch tokens", **self.propagation, **common}
-        fg: dict[str, Any] = {"refine": self.refine} if self.foreground == "cosegmentation" else \
-            {"num_parts": self.num_parts, "crf": self.crf}
+        fg: dict[str, Any] = {"refine": self.refine} if self.foreground == "cosegmentation" else {}
         return {"protocol": "unsupervised",
                 "description": "the frames of a sequence co-segmented as one set; the foreground is compared "
                                "with the union of the annotated objects",
-                "foreground": self.foreground, **fg, **self.coseg, **common, "baselines": self.baseline_settings()}
+                "foreground": self.foreground, **fg, **self.settings_record(self.foreground_settings()), **common,
+                "baselines": self.baseline_settings()}
 
-    def dataset_options(self) -> dict[str, Any]:
-        return {"split": self.split, "year": self.year, "resolution": self.resolution}
+    def foreground_settings(self) -> Any:
+        """The unsupervised method's settings: the co-segmentation's fields of ``settings``, or all of them (parts)."""
+        if self.foreground == "parts":
+            return self.settings
+        shared = {k: v for k, v in vars(self.settings).items() if k in CoSegmentationSettings.__dataclass_fields__}
+        return CoSegmentationSettings(**shared)
+
+    def reader_values(self) -> dict[str, Any]:
+        return {"split": self.split, "year": self.year, "resolution": self.resolution, "sequences": self.sequences}
 
     def limits(self) -> dict[str, Any]:
         return {"sequences": self.sequences, "max_frames": self.max_frames}
 
     def load_dataset(self) -> list[VideoSequence]:
-        return READERS[self.dataset](self.root, split=self.split, year=self.year, resolution=self.resolution,
-                                     sequences=self.sequences)
+        return self.read_dataset()
 
     def frames(self, seq: VideoSequence) -> list[int]:
         idx = list(range(0, len(seq), self.frame_step))
@@ -135,8 +139,9 @@ class VideoBenchmark(SetBenchmark):
         from ...tasks.parts import PartCoSegmentation
 
         if self.foreground == "cosegmentation":
-            return fit_quietly(CoSegmentation(self.extractor(), **self.coseg_kwargs()), feats)
-        model = PartCoSegmentation(self.extractor(), **self.coseg_kwargs(), num_parts=self.num_parts, crf=self.crf)
+            return fit_quietly(CoSegmentation(self.extractor(), self.foreground_settings(), **self.estimator_kwargs()),
+                               feats)
+        model = PartCoSegmentation(self.extractor(), self.settings, **self.estimator_kwargs())
         try:
             return fit_quietly(model, feats)
         except DinokitError as exc:  # e.g. no foreground cluster: the method predicts background everywhere
@@ -280,10 +285,9 @@ class VideoBenchmark(SetBenchmark):
         from safetensors.torch import load_file
 
         from ...io import save_tensors
-        from .cosegmentation import _safe
         from .propagation import FrameFeatures
 
-        directory = folder.cache_dir / "sets" / _safe(seq.name)
+        directory = folder.set_cache_dir(seq.name)
         calls = {"n": 0}
 
         def cached(rgb: np.ndarray) -> Any:
@@ -350,10 +354,8 @@ class VideoBenchmark(SetBenchmark):
             title = (f"DAVIS ({self.foreground} of each sequence's frames as one set, unsupervised): "
                      f"{plural(len(seqs), 'sequence')}, {plural(n_frames, 'frame')}{step}. "
                      f"J (region IoU) and F (boundary F-measure) in %; first and last frames not scored.")
-            c = self.coseg
-            notes = [f"model: {self.model_info()['source'] or name}; load size {c['load_size']}, stride "
-                     f"{c['stride']}, layer {c['layer']} {c['facet']}, thresh {c['thresh']}, elbow {c['elbow']}, "
-                     f"votes {c['votes_percentage']:g}%"]
+            c = self.settings_record(self.foreground_settings())
+            notes = [f"model: {self.model_info()['source'] or name}; {coseg_note(c)}"]
         notes += warning_notes(warned)
         columns = [Column("J&F", "J&F"), Column("J_mean", "J"), Column("J_recall", "J recall"),
                    Column("J_decay", "J decay"), Column("F_mean", "F"), Column("F_recall", "F recall"),

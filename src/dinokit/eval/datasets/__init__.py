@@ -6,14 +6,16 @@ any images+masks folders), :mod:`.video` (DAVIS 2016/2017) and :mod:`.parts`
 (PASCAL-Part, part label masks). Readers return plain dataclasses holding paths
 and numpy arrays, validate what they read, and raise
 :class:`~dinokit.errors.DatasetError` naming the offending file.
-:data:`READERS` maps a benchmark name to its reader for a benchmark runner.
+:mod:`.registry` holds the benchmarks and their datasets (reader, title,
+options, protocol defaults): adding a dataset is one reader plus one entry
+there. :data:`READERS` (name -> reader) is derived from it.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from ._common import image_size, read_binary_mask, read_label_mask, read_rgb
+from .common import image_size, read_binary_mask, read_label_mask, read_rgb
 from .correspondence import (
     VOC_CLASSES,
     CorrespondencePair,
@@ -30,26 +32,20 @@ from .correspondence import (
 )
 from .coseg import MASK_DIR_NAMES, CosegItem, CosegSet, read_coseg
 from .parts import PartAnnotation, PartImage, PartObject, read_part_masks, read_pascal_part
+from .registry import DATASETS, BenchmarkDataset
 from .video import VOID_LABEL, VideoSequence, read_davis
 
-READERS: dict[str, Callable[..., Any]] = {
-    "pf-willow": read_pf_willow,
-    "spair": read_spair,
-    "pf-pascal": read_pf_pascal,
-    "cub": read_cub_pairs,
-    "icoseg": read_coseg,
-    "msrc": read_coseg,
-    "internet": read_coseg,
-    "pascal-co": read_coseg,
-    "coseg": read_coseg,
-    "davis": read_davis,
-    "pascal-part": read_pascal_part,
-    "part-masks": read_part_masks,
-}
-"""Benchmark name -> reader; every reader takes the dataset folder as its first argument."""
+READERS: dict[str, Callable[..., Any]] = {}
+for _entry in DATASETS:  # a name serving two benchmarks (cub) maps to its first entry's reader
+    READERS.setdefault(_entry.name, _entry.reader)
+READERS["part-masks"] = read_part_masks
+del _entry
+"""Dataset name -> reader (from :data:`.registry.DATASETS`); every reader takes the dataset folder first."""
 
 __all__ = [
     "READERS",
+    "DATASETS",
+    "BenchmarkDataset",
     "VOC_CLASSES",
     "VOID_LABEL",
     "MASK_DIR_NAMES",

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 from ...errors import DatasetError
-from ._common import (
+from .common import (
     IMAGE_SUFFIXES,
     PathLike,
     as_bbox,
@@ -314,16 +314,7 @@ def read_spair(
         raise DatasetError(f"{ann_dir}: no .json pair annotations")
     pairs = []
     for f in files:
-        try:
-            ann = json.loads(f.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DatasetError(f"{f}: not valid JSON ({exc.__class__.__name__})") from None
-        if not isinstance(ann, dict):
-            raise DatasetError(f"{f}: expected a JSON object")
-        missing = [k for k in ("src_imname", "trg_imname", "category", "src_kps", "trg_kps", "src_bndbox", "trg_bndbox")
-                   if k not in ann]
-        if missing:
-            raise DatasetError(f"{f}: missing field(s) {', '.join(missing)}")
+        ann = _spair_json(f)
         cat = str(ann["category"])
         if wanted is not None and cat not in wanted:
             continue
@@ -331,25 +322,8 @@ def read_spair(
         trg = as_points(ann["trg_kps"], f"{f} (trg_kps)")
         if len(src) != len(trg):
             raise DatasetError(f"{f}: {len(src)} src_kps but {len(trg)} trg_kps")
-        if "kps_ids" in ann:
-            try:
-                ids = np.asarray([int(k) for k in ann["kps_ids"]], dtype=np.int64)
-            except (TypeError, ValueError):
-                raise DatasetError(f"{f}: kps_ids must be integers") from None
-            if len(ids) != len(src):
-                raise DatasetError(f"{f}: {len(ids)} kps_ids for {len(src)} keypoints")
-        else:
-            ids = np.arange(len(src), dtype=np.int64)
-        sizes = []
-        for key in ("src_imsize", "trg_imsize"):
-            v = ann.get(key)
-            if v is None:
-                sizes.append(None)
-                continue
-            try:
-                sizes.append((int(v[0]), int(v[1])))
-            except (TypeError, ValueError, IndexError):
-                raise DatasetError(f"{f}: {key} must be [width, height, ...]") from None
+        ids = _spair_ids(ann, f, len(src))
+        sizes = [_spair_size(ann, key, f) for key in ("src_imsize", "trg_imsize")]
         meta = {k: ann[k] for k in ("pair_id", "mirror", "viewpoint_variation", "scale_variation", "truncation",
                                     "occlusion", "src_pose", "trg_pose") if k in ann}
         meta["bbox_from"] = "annotation"
@@ -368,6 +342,45 @@ def read_spair(
                                f"{', '.join(sorted(unknown))}")
     _validate_all(pairs, check)
     return pairs
+
+
+def _spair_json(f: Path) -> dict[str, Any]:
+    """One SPair-71k pair annotation, its required fields checked."""
+    try:
+        ann = json.loads(f.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{f}: not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(ann, dict):
+        raise DatasetError(f"{f}: expected a JSON object")
+    missing = [k for k in ("src_imname", "trg_imname", "category", "src_kps", "trg_kps", "src_bndbox", "trg_bndbox")
+               if k not in ann]
+    if missing:
+        raise DatasetError(f"{f}: missing field(s) {', '.join(missing)}")
+    return ann
+
+
+def _spair_ids(ann: dict[str, Any], f: Path, n: int) -> np.ndarray:
+    """The keypoint ids (``kps_ids``, else 0..n-1)."""
+    if "kps_ids" not in ann:
+        return np.arange(n, dtype=np.int64)
+    try:
+        ids = np.asarray([int(k) for k in ann["kps_ids"]], dtype=np.int64)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{f}: kps_ids must be integers") from None
+    if len(ids) != n:
+        raise DatasetError(f"{f}: {len(ids)} kps_ids for {n} keypoints")
+    return ids
+
+
+def _spair_size(ann: dict[str, Any], key: str, f: Path) -> Optional[tuple[int, int]]:
+    """``(width, height)`` from ``src_imsize``/``trg_imsize`` (``[w, h, c]``), or None."""
+    v = ann.get(key)
+    if v is None:
+        return None
+    try:
+        return int(v[0]), int(v[1])
+    except (TypeError, ValueError, IndexError):
+        raise DatasetError(f"{f}: {key} must be [width, height, ...]") from None
 
 
 # ----------------------------------------------------------------------------- PF-PASCAL
@@ -444,56 +457,22 @@ def read_pf_pascal(
     csv_path = _pf_pascal_csv(Path(path), split)
     bases = [Path(image_root)] if image_root is not None else [csv_path.parent, csv_path.parent.parent]
     ann_roots = [b / "Annotations" for b in bases if (b / "Annotations").is_dir()]
-    try:
-        with open(csv_path, newline="") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"{csv_path}: cannot read CSV ({exc.__class__.__name__})") from None
-    if not rows:
-        raise DatasetError(f"{csv_path}: empty pair list")
-    header = [h.strip().lower() for h in rows[0]]
-    col = {h: i for i, h in enumerate(header)}
-    for need in ("source_image", "target_image", "class"):
-        if need not in col:
-            raise DatasetError(f"{csv_path}: header has no '{need}' column (got {','.join(rows[0])})")
-    has_xy = all(k in col for k in ("xa", "ya", "xb", "yb"))
+    rows, col = _pf_pascal_rows(csv_path)
     pairs = []
     mat_cache: dict[Path, tuple[Optional[np.ndarray], Optional[np.ndarray]]] = {}
     for line_no, row in enumerate(rows[1:], start=2):
         if not row or all(not c.strip() for c in row):
             continue
         where = f"{csv_path}:{line_no}"
-        if len(row) < len(header):
-            raise DatasetError(f"{where}: {len(row)} fields, header has {len(header)}")
-        cls_text = row[col["class"]].strip()
-        try:
-            cls_idx = int(float(cls_text))
-            if not 1 <= cls_idx <= len(VOC_CLASSES):
-                raise DatasetError(f"{where}: class index {cls_idx} outside 1..{len(VOC_CLASSES)}")
-            cat = VOC_CLASSES[cls_idx - 1]
-        except ValueError:
-            cat = cls_text
-        src_name, trg_name = row[col["source_image"]], row[col["target_image"]]
-        src_path, trg_path = _resolve(src_name, bases, where), _resolve(trg_name, bases, where)
-        src_ann_kps, src_box, src_mat = _pf_pascal_annotation(src_path, cat, ann_roots, mat_cache)
-        trg_ann_kps, trg_box, trg_mat = _pf_pascal_annotation(trg_path, cat, ann_roots, mat_cache)
-        if has_xy:
-            xa, ya = _parse_coords(row[col["xa"]], where), _parse_coords(row[col["ya"]], where)
-            xb, yb = _parse_coords(row[col["xb"]], where), _parse_coords(row[col["yb"]], where)
-            if not (len(xa) == len(ya) == len(xb) == len(yb)):
-                raise DatasetError(f"{where}: XA/YA/XB/YB have {len(xa)}/{len(ya)}/{len(xb)}/{len(yb)} values")
-            src_kps, trg_kps = np.stack([xa, ya], 1), np.stack([xb, yb], 1)
-            ids = np.arange(len(xa), dtype=np.int64)
-        else:
-            if src_ann_kps is None or trg_ann_kps is None:
-                raise DatasetError(f"{where}: no XA/YA/XB/YB columns and no Annotations/{cat}/<image>.mat "
-                                   f"with 'kps' for {Path(src_name).name} / {Path(trg_name).name}")
-            if src_ann_kps.shape != trg_ann_kps.shape:
-                raise DatasetError(f"{trg_mat}: {len(trg_ann_kps)} keypoints, but {src_mat} has {len(src_ann_kps)}")
-            both = ~np.isnan(src_ann_kps).any(1) & ~np.isnan(trg_ann_kps).any(1)
-            ids = np.flatnonzero(both).astype(np.int64)
-            src_kps, trg_kps = src_ann_kps[both], trg_ann_kps[both]
-        box_from = "annotation"
+        if len(row) < len(rows[0]):
+            raise DatasetError(f"{where}: {len(row)} fields, header has {len(rows[0])}")
+        cat = _voc_category(row[col["class"]].strip(), where)
+        src_path = _resolve(row[col["source_image"]], bases, where)
+        trg_path = _resolve(row[col["target_image"]], bases, where)
+        src_ann = _pf_pascal_annotation(src_path, cat, ann_roots, mat_cache)
+        trg_ann = _pf_pascal_annotation(trg_path, cat, ann_roots, mat_cache)
+        src_kps, trg_kps, ids = _pf_pascal_points(row, col, where, cat, src_ann, trg_ann)
+        src_box, trg_box, box_from = src_ann[1], trg_ann[1], "annotation"
         if src_box is None or trg_box is None:
             src_box, trg_box, box_from = keypoint_bbox(src_kps), keypoint_bbox(trg_kps), "keypoints"
         meta: dict[str, Any] = {"bbox_from": box_from, "line": line_no}
@@ -511,6 +490,53 @@ def read_pf_pascal(
         raise DatasetError(f"{csv_path}: no pairs listed")
     _validate_all(pairs, check)
     return pairs
+
+
+def _pf_pascal_rows(csv_path: Path) -> tuple[list[list[str]], dict[str, int]]:
+    """The CSV's rows (header first) and the column of each lower-cased header name."""
+    try:
+        with open(csv_path, newline="") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{csv_path}: cannot read CSV ({exc.__class__.__name__})") from None
+    if not rows:
+        raise DatasetError(f"{csv_path}: empty pair list")
+    col = {h.strip().lower(): i for i, h in enumerate(rows[0])}
+    for need in ("source_image", "target_image", "class"):
+        if need not in col:
+            raise DatasetError(f"{csv_path}: header has no '{need}' column (got {','.join(rows[0])})")
+    return rows, col
+
+
+def _voc_category(text: str, where: str) -> str:
+    """A 1-based VOC class index (or a class name) -> the class name."""
+    try:
+        index = int(float(text))
+    except ValueError:
+        return text
+    if not 1 <= index <= len(VOC_CLASSES):
+        raise DatasetError(f"{where}: class index {index} outside 1..{len(VOC_CLASSES)}")
+    return VOC_CLASSES[index - 1]
+
+
+def _pf_pascal_points(row: list[str], col: dict[str, int], where: str, cat: str, src_ann: tuple,
+                      trg_ann: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source and target keypoints and their ids: from the CSV's XA/YA/XB/YB, else from both ``.mat`` files."""
+    if all(k in col for k in ("xa", "ya", "xb", "yb")):
+        xa, ya = _parse_coords(row[col["xa"]], where), _parse_coords(row[col["ya"]], where)
+        xb, yb = _parse_coords(row[col["xb"]], where), _parse_coords(row[col["yb"]], where)
+        if not (len(xa) == len(ya) == len(xb) == len(yb)):
+            raise DatasetError(f"{where}: XA/YA/XB/YB have {len(xa)}/{len(ya)}/{len(xb)}/{len(yb)} values")
+        return np.stack([xa, ya], 1), np.stack([xb, yb], 1), np.arange(len(xa), dtype=np.int64)
+    (src_kps, _, src_mat), (trg_kps, _, trg_mat) = src_ann, trg_ann
+    if src_kps is None or trg_kps is None:
+        names = f"{Path(row[col['source_image']]).name} / {Path(row[col['target_image']]).name}"
+        raise DatasetError(f"{where}: no XA/YA/XB/YB columns and no Annotations/{cat}/<image>.mat with 'kps' "
+                           f"for {names}")
+    if src_kps.shape != trg_kps.shape:
+        raise DatasetError(f"{trg_mat}: {len(trg_kps)} keypoints, but {src_mat} has {len(src_kps)}")
+    both = ~np.isnan(src_kps).any(1) & ~np.isnan(trg_kps).any(1)
+    return src_kps[both], trg_kps[both], np.flatnonzero(both).astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- CUB-200-2011
@@ -580,24 +606,9 @@ def read_cub_keypoints(
         split_file = base / "train_test_split.txt"
         want = 1 if split == "train" else 0
         keep = {_int(r[0], str(split_file)) for r in _read_table(split_file, 2) if _int(r[1], str(split_file)) == want}
-    kps = {i: np.full((n_parts, 2), np.nan) for i in images}
     locs_file = base / "parts" / "part_locs.txt"
-    for r in _read_table(locs_file, 5):
-        where = f"{locs_file} (image {r[0]}, part {r[1]})"
-        img_id, part_id = _int(r[0], where), _int(r[1], where)
-        if img_id not in kps:
-            raise DatasetError(f"{where}: image id {img_id} is not in images.txt")
-        if not 1 <= part_id <= n_parts:
-            raise DatasetError(f"{where}: part id {part_id} is not in parts.txt")
-        if _int(r[4].split(".")[0], where):
-            kps[img_id][part_id - 1] = (_float(r[2], where), _float(r[3], where))
-    boxes: dict[int, np.ndarray] = {}
-    box_file = base / "bounding_boxes.txt"
-    if box_file.is_file():
-        for r in _read_table(box_file, 5):
-            where = f"{box_file} (image {r[0]})"
-            x, y, w, h = (_float(v, where) for v in r[1:5])
-            boxes[_int(r[0], where)] = as_bbox([x, y, x + w, y + h], where)
+    kps = _cub_part_locs(locs_file, images, n_parts)
+    boxes = _cub_boxes(base / "bounding_boxes.txt")
     seg_roots = [d for d in (base / "segmentations", base.parent / "segmentations") if d.is_dir()]
     wanted = set(categories) if categories is not None else None
     out = []
@@ -621,6 +632,32 @@ def read_cub_keypoints(
             raise DatasetError(f"{base}: no {split} images for {', '.join(sorted(unknown))}")
     _validate_all(out, check)
     return out
+
+
+def _cub_part_locs(locs_file: Path, images: dict[int, str], n_parts: int) -> dict[int, np.ndarray]:
+    """Image id -> ``(n_parts, 2)`` keypoints from ``part_locs.txt`` (NaN rows for invisible parts)."""
+    kps = {i: np.full((n_parts, 2), np.nan) for i in images}
+    for r in _read_table(locs_file, 5):
+        where = f"{locs_file} (image {r[0]}, part {r[1]})"
+        img_id, part_id = _int(r[0], where), _int(r[1], where)
+        if img_id not in kps:
+            raise DatasetError(f"{where}: image id {img_id} is not in images.txt")
+        if not 1 <= part_id <= n_parts:
+            raise DatasetError(f"{where}: part id {part_id} is not in parts.txt")
+        if _int(r[4].split(".")[0], where):
+            kps[img_id][part_id - 1] = (_float(r[2], where), _float(r[3], where))
+    return kps
+
+
+def _cub_boxes(box_file: Path) -> dict[int, np.ndarray]:
+    """Image id -> ``x1, y1, x2, y2`` from ``bounding_boxes.txt`` (``x y w h``; none when the file is absent)."""
+    boxes: dict[int, np.ndarray] = {}
+    if box_file.is_file():
+        for r in _read_table(box_file, 5):
+            where = f"{box_file} (image {r[0]})"
+            x, y, w, h = (_float(v, where) for v in r[1:5])
+            boxes[_int(r[0], where)] = as_bbox([x, y, x + w, y + h], where)
+    return boxes
 
 
 def read_cub_pairs(

@@ -29,7 +29,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from ...errors import DatasetError
-from ._common import (
+from .common import (
     PathLike,
     check_mask_matches_image,
     is_image_file,

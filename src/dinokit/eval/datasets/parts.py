@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from ...errors import DatasetError
-from ._common import (
+from .common import (
     IMAGE_SUFFIXES,
     PathLike,
     image_size,

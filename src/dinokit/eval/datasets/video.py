@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ...errors import DatasetError
-from ._common import PathLike, image_size, list_images, read_label_mask, read_rgb, require_dir, select_named
+from .common import PathLike, image_size, list_images, read_label_mask, read_rgb, require_dir, select_named
 
 VOID_LABEL = 255
 
