@@ -640,7 +640,8 @@ def test_benchmark_dataset_registry_is_what_runners_and_cli_use(monkeypatch, tmp
     for kind in registry.BENCHMARKS:
         assert registry.datasets_of(kind), kind
     assert registry.dataset_entry("correspondence", "pf-pascal").pck_by == "image"
-    assert registry.dataset_entry("parts", "cub").reader is not registry.dataset_entry("correspondence", "cub").reader
+    parts_cub, corr_cub = registry.dataset_entry("parts", "cub"), registry.dataset_entry("correspondence", "cub")
+    assert parts_cub.reader_function() is not corr_cub.reader_function()
     with pytest.raises(DinokitError, match="unknown cosegment dataset 'nope'; choose from icoseg"):
         registry.dataset_entry("cosegment", "nope")
     entry = registry.BenchmarkDataset("my-willow", "correspondence", "My WILLOW", read_pf_willow, pck_by="image",

@@ -170,6 +170,23 @@ def put_label(img: np.ndarray, text: str, xy: Sequence[float], color: Color = (2
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, tuple(int(c) for c in color), thick, cv2.LINE_AA)
 
 
+def label_band(img: np.ndarray, text: str, scale: Optional[float] = None, darkness: float = 0.65) -> None:
+    """Write ``text`` in white on a dark band across the top of ``img`` (in place).
+
+    Unlike an outline, the band keeps small digits apart on bright or busy
+    backgrounds ("0.0019" stays "0.0019").
+    """
+    scale = scale if scale is not None else max(0.4, max(img.shape[:2]) / 700)
+    thick = max(1, int(round(scale * 1.4)))
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    pad = max(3, int(round(th * 0.35)))
+    h = min(img.shape[0], th + base + 2 * pad)
+    w = min(img.shape[1], tw + 2 * pad)
+    band = img[:h, :w].astype(np.float32) * (1.0 - darkness)
+    img[:h, :w] = np.clip(np.rint(band), 0, 255).astype(np.uint8)
+    cv2.putText(img, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
+
+
 def _ink(color: Sequence[int]) -> Color:
     """Black or white, whichever reads better on ``color`` (relative luminance)."""
     r, g, b = (float(c) for c in color[:3])

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..eval.datasets.coseg import LAYOUTS
 from ..eval.datasets.registry import (
+    DEFAULT_ALPHAS,
+    LAYOUTS,
     PART_GROUPINGS,
     BaselineSettings,
     MatchingSettings,
@@ -17,7 +18,6 @@ from ..eval.datasets.registry import (
     dataset_help,
     datasets_of,
 )
-from ..eval.metrics import DEFAULT_ALPHAS
 from .common import add_model_args, add_overwrite, add_quiet, add_settings, settings_from_args
 
 BOOL = argparse.BooleanOptionalAction

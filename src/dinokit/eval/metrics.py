@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-DEFAULT_ALPHAS: tuple[float, ...] = (0.05, 0.10, 0.15)
+from .datasets.registry import DEFAULT_ALPHAS  # noqa: E402  (defined with the protocols)
 
 
 def _mean(values: Sequence[float]) -> float:

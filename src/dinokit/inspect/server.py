@@ -172,6 +172,7 @@ def create_app(session: InspectorSession, *, allowed_hosts: Union[Sequence[str],
 
     _page_routes(app, static)
     _api_routes(app, session)
+    _analysis_routes(app, session)
     return app
 
 
@@ -193,10 +194,10 @@ def _page_routes(app: Flask, static: dict) -> None:
 
 
 def _api_routes(app: Flask, session: InspectorSession) -> None:
-    """The JSON API over ``session``."""
+    """The JSON API over ``session``: what it holds, its images and its descriptor settings."""
     info = session.info()
     n_images = len(session.images)
-    paper = CorrespondenceSettings()
+
     @app.get("/api/info")
     def api_info() -> Response:
         _Args([])
@@ -239,6 +240,13 @@ def _api_routes(app: Flask, session: InspectorSession) -> None:
         settings = session.validate(**merged)
         status = session.request(settings)
         return jsonify(status), (200 if status["state"] == "ready" else 202)
+
+
+def _analysis_routes(app: Flask, session: InspectorSession) -> None:
+    """Queries over the current descriptors: similarity, saliency, PCA, correspondences."""
+    info = session.info()
+    n_images = len(session.images)
+    paper = CorrespondenceSettings()
 
     @app.get("/api/query")
     def api_query() -> Response:

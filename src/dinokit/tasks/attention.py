@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ..blocks.draw import apply_colormap, palette, put_label, to_gray
+from ..blocks.draw import apply_colormap, label_band, palette, to_gray
 from ..devices import resolve_device
 from ..errors import DinokitError
 from ..features.coords import GridGeometry
@@ -193,8 +193,7 @@ def attention_summary(
 
     def tile(img: np.ndarray, label: str) -> np.ndarray:
         t = cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA if th < H else cv2.INTER_NEAREST)
-        scale = max(0.35, th / 480)
-        put_label(t, label, (4, 4 + 22 * scale), scale=scale)
+        label_band(t, label, scale=max(0.45, th / 420))
         return t
 
     def heat(values: np.ndarray, mask: Optional[np.ndarray]) -> np.ndarray:

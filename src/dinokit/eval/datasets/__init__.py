@@ -13,34 +13,63 @@ there. :data:`READERS` (name -> reader) is derived from it.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable
 
-from .common import image_size, read_binary_mask, read_label_mask, read_rgb
-from .correspondence import (
-    VOC_CLASSES,
-    CorrespondencePair,
-    KeypointImage,
-    keypoint_bbox,
-    make_pair,
-    pairs_within_categories,
-    read_cub_keypoints,
-    read_cub_pairs,
-    read_pf_pascal,
-    read_pf_willow,
-    read_pf_willow_images,
-    read_spair,
-)
-from .coseg import MASK_DIR_NAMES, CosegItem, CosegSet, read_coseg
-from .parts import PartAnnotation, PartImage, PartObject, read_part_masks, read_pascal_part
-from .registry import DATASETS, BenchmarkDataset
-from .video import VOID_LABEL, VideoSequence, read_davis
+_WHERE = {
+    "image_size": "common",
+    "read_binary_mask": "common",
+    "read_label_mask": "common",
+    "read_rgb": "common",
+    "VOC_CLASSES": "correspondence",
+    "CorrespondencePair": "correspondence",
+    "KeypointImage": "correspondence",
+    "keypoint_bbox": "correspondence",
+    "make_pair": "correspondence",
+    "pairs_within_categories": "correspondence",
+    "read_cub_keypoints": "correspondence",
+    "read_cub_pairs": "correspondence",
+    "read_pf_pascal": "correspondence",
+    "read_pf_willow": "correspondence",
+    "read_pf_willow_images": "correspondence",
+    "read_spair": "correspondence",
+    "MASK_DIR_NAMES": "coseg",
+    "CosegItem": "coseg",
+    "CosegSet": "coseg",
+    "read_coseg": "coseg",
+    "PartAnnotation": "parts",
+    "PartImage": "parts",
+    "PartObject": "parts",
+    "read_part_masks": "parts",
+    "read_pascal_part": "parts",
+    "DATASETS": "registry",
+    "BenchmarkDataset": "registry",
+    "VOID_LABEL": "video",
+    "VideoSequence": "video",
+    "read_davis": "video",
+}
 
-READERS: dict[str, Callable[..., Any]] = {}
-for _entry in DATASETS:  # a name serving two benchmarks (cub) maps to its first entry's reader
-    READERS.setdefault(_entry.name, _entry.reader)
-READERS["part-masks"] = read_part_masks
-del _entry
-"""Dataset name -> reader (from :data:`.registry.DATASETS`); every reader takes the dataset folder first."""
+
+def _readers() -> dict[str, Callable[..., Any]]:
+    from .parts import read_part_masks
+    from .registry import DATASETS
+
+    readers: dict[str, Callable[..., Any]] = {}
+    for entry in DATASETS:  # a name serving two benchmarks (cub) maps to its first entry's reader
+        readers.setdefault(entry.name, entry.reader_function())
+    readers["part-masks"] = read_part_masks
+    return readers
+
+
+def __getattr__(name: str) -> Any:
+    """The readers and records of the submodules, imported on first use; :data:`READERS` is built then."""
+    if name == "READERS":
+        globals()["READERS"] = value = _readers()
+        return value
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "READERS",

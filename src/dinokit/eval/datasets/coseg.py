@@ -29,6 +29,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from ...errors import DatasetError
+from .registry import LAYOUTS
 from .common import (
     PathLike,
     check_mask_matches_image,
@@ -45,7 +46,6 @@ MASK_DIR_NAMES = ("masks", "GroundTruth", "groundtruth", "ground_truth", "GT", "
 
 IMAGE_DIR_NAMES = ("images", "Images", "JPEGImages")
 
-LAYOUTS = ("auto", "sets", "single", "split")
 
 
 @dataclass(frozen=True)

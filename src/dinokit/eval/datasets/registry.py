@@ -16,9 +16,10 @@ benchmark --help`` reads it.
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional, Union
 
 from ...errors import DinokitError
 from ...settings import (
@@ -29,10 +30,11 @@ from ...settings import (
     option,
     parse_optional_float,
 )
-from .correspondence import read_cub_keypoints, read_cub_pairs, read_pf_pascal, read_pf_willow, read_spair
-from .coseg import read_coseg
-from .parts import read_pascal_part
-from .video import read_davis
+
+LAYOUTS = ("auto", "sets", "single", "split")
+"""Folder layouts of a co-segmentation dataset (the coseg reader's ``layout``)."""
+DEFAULT_ALPHAS: tuple[float, ...] = (0.05, 0.10, 0.15)
+"""PCK thresholds reported by default (fractions of the normalising length)."""
 
 PART_GROUPINGS = ("instances", "annotated", "coarse")
 """How the part benchmark turns PASCAL-Part names into labels (the first is the default)."""
@@ -134,16 +136,24 @@ class BenchmarkDataset:
     name: str
     benchmark: str
     title: str
-    reader: Callable[..., Any]
+    reader: Union[str, Callable[..., Any]]
     options: tuple[str, ...] = ()
     filters: tuple[str, ...] = ()
     pck_by: Optional[str] = None
     box: Optional[str] = None
     scored_on: Optional[str] = None
 
+    def reader_function(self) -> Callable[..., Any]:
+        """The reader: a function, or ``module:function`` in this package imported on first use (so that the
+        CLI reads the registry without loading NumPy)."""
+        if callable(self.reader):
+            return self.reader
+        module, name = self.reader.split(":")
+        return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+
     def read(self, root: Any, values: dict[str, Any]) -> Any:
         """Call the reader with ``root`` and the entry's options and filters taken from ``values``."""
-        return self.reader(root, **{k: values[k] for k in (*self.options, *self.filters)})
+        return self.reader_function()(root, **{k: values[k] for k in (*self.options, *self.filters)})
 
     def recorded(self, values: dict[str, Any]) -> dict[str, Any]:
         """The options that identify the run (``values`` restricted to ``options``)."""
@@ -152,21 +162,24 @@ class BenchmarkDataset:
 
 _CORR, _COSEG = "correspondence", "cosegment"
 DATASETS: tuple[BenchmarkDataset, ...] = (
-    BenchmarkDataset("pf-willow", _CORR, "PF-WILLOW", read_pf_willow, pck_by="bbox",
+    BenchmarkDataset("pf-willow", _CORR, "PF-WILLOW", "correspondence:read_pf_willow", pck_by="bbox",
                      box="the target keypoints' box"),
-    BenchmarkDataset("spair", _CORR, "SPair-71k", read_spair, ("split",), ("categories",), pck_by="bbox",
+    BenchmarkDataset("spair", _CORR, "SPair-71k", "correspondence:read_spair", ("split",), ("categories",),
+                     pck_by="bbox",
                      box="the target's annotated box"),
-    BenchmarkDataset("pf-pascal", _CORR, "PF-PASCAL", read_pf_pascal, ("split",), pck_by="image",
+    BenchmarkDataset("pf-pascal", _CORR, "PF-PASCAL", "correspondence:read_pf_pascal", ("split",), pck_by="image",
                      box="the target's box"),
-    BenchmarkDataset("cub", _CORR, "CUB-200-2011", read_cub_pairs,
+    BenchmarkDataset("cub", _CORR, "CUB-200-2011", "correspondence:read_cub_pairs",
                      ("split", "pairs_file", "max_pairs_per_category", "seed"), ("categories",), pck_by="bbox",
                      box="the target's annotated box"),
-    *(BenchmarkDataset(name, _COSEG, title, read_coseg, ("layout",), ("sets",)) for name, title in (
+    *(BenchmarkDataset(name, _COSEG, title, "coseg:read_coseg", ("layout",), ("sets",)) for name, title in (
         ("icoseg", "iCoseg"), ("msrc", "MSRC"), ("internet", "Internet"), ("pascal-co", "PASCAL-CO"),
         ("coseg", "co-segmentation"))),
-    BenchmarkDataset("davis", "video", "DAVIS", read_davis, ("split", "year", "resolution"), ("sequences",)),
-    BenchmarkDataset("pascal-part", "parts", "PASCAL-Part", read_pascal_part, scored_on="pixels"),
-    BenchmarkDataset("cub", "parts", "CUB-200-2011", read_cub_keypoints, ("split",), ("categories",),
+    BenchmarkDataset("davis", "video", "DAVIS", "video:read_davis", ("split", "year", "resolution"),
+                     ("sequences",)),
+    BenchmarkDataset("pascal-part", "parts", "PASCAL-Part", "parts:read_pascal_part", scored_on="pixels"),
+    BenchmarkDataset("cub", "parts", "CUB-200-2011", "correspondence:read_cub_keypoints", ("split",),
+                     ("categories",),
                      scored_on="keypoints"),
 )
 """Every benchmark dataset (a name may serve two benchmarks: CUB pairs for correspondences, keypoints for parts)."""
@@ -198,6 +211,6 @@ def dataset_help(kind: str) -> str:
     return ", ".join(f"{d.name} ({d.title})" for d in datasets_of(kind).values())
 
 
-__all__ = ["BENCHMARKS", "DATASETS", "Benchmark", "BenchmarkDataset", "PropagationSettings", "MatchingSettings", "BaselineSettings", "PART_GROUPINGS",
-           "benchmark", "dataset_entry",
-           "dataset_help", "datasets_of"]
+__all__ = ["BENCHMARKS", "DATASETS", "DEFAULT_ALPHAS", "LAYOUTS", "Benchmark", "BenchmarkDataset", "PropagationSettings",
+           "MatchingSettings", "BaselineSettings", "PART_GROUPINGS", "benchmark", "dataset_entry", "dataset_help",
+           "datasets_of"]
