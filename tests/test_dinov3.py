@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -347,3 +348,47 @@ def test_attention_pca_parts_leave_storage_tokens_out(tmp_path, tiny_dinov3_file
     assert main(["pca", *imgs[:2], "-o", str(tmp_path / "p"), *common, "--layer", "2", "--components", "3"]) == 0
     assert main(["parts", *imgs, "-o", str(tmp_path / "q"), *common, "--layer", "2", "--num-parts", "2", "--no-crf"]) == 0
     assert len(list((tmp_path / "q").rglob("*_parts.png"))) == 3
+
+
+def test_similarity_knn_inspect_video_benchmark_and_train_init(tmp_path, tiny_dinov3_file, data_dir, monkeypatch):
+    """The other commands take a DINOv3 as they take any backbone (default stride 8, storage tokens as registers)."""
+    import json
+    import shutil
+
+    from dinokit.inspect import server
+
+    imgs = _images(data_dir, 3)
+    common = ["--weights", str(tiny_dinov3_file), "--device", "cpu", "-q"]
+    assert main(["similarity", *imgs[:2], "--point", "100", "100", "-o", str(tmp_path / "s"), *common,
+                 "--load-size", "64", "--layer", "2"]) == 0
+    sim = json.loads((tmp_path / "s" / "similarity.json").read_text())
+    assert sim["settings"]["stride"] == 8 and len(sim["points"][0]["matches"]) == 2
+    for split, names in (("train", imgs[:2]), ("test", imgs[2:])):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for p in names:
+                shutil.copy(p, tmp_path / split / cls / Path(p).name)
+    assert main(["knn", "--train", str(tmp_path / "train"), "--test", str(tmp_path / "test"), "-k", "1",
+                 "--image-size", "64", "--no-cache", *common]) == 0
+    served = {}
+    monkeypatch.setattr(server.InspectorServer, "serve_forever",
+                        lambda self: served.setdefault("status", self.session.status()))
+    assert main(["inspect", *imgs[:2], *common, "--load-size", "64", "--layer", "2"]) == 0
+    assert served["status"]["state"] == "ready" and served["status"]["settings"]["stride"] == 8
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, p in enumerate(imgs):
+        shutil.copy(p, frames / f"{i:05d}.jpg")
+    assert main(["parts", "--video", str(frames), "-o", str(tmp_path / "v"), *common, "--load-size", "64",
+                 "--layer", "2", "--num-parts", "2", "--no-crf", "--video-format", "gif"]) == 0
+    assert len(list((tmp_path / "v" / "frames").glob("*_parts.png"))) == 3
+    root = data_dir / "pf-willow"
+    assert main(["benchmark", "correspondence", "--dataset", "pf-willow", "--root", str(root),
+                 "-o", str(tmp_path / "b"), *common, "--load-size", "64", "--layer", "2", "--max-pairs", "2"]) == 0
+    assert (tmp_path / "b" / "results.json").is_file()
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(frames), "-o", str(run), "--weights", str(tiny_dinov3_file), "--preset",
+                 "small-data", "--epochs", "1", "--batch-size", "2", "--global-size", "32", "--local-size", "16",
+                 "--local-crops-number", "1", "--out-dim", "64", "--device", "cpu", "-q"]) == 0
+    trained = load_model(weights=run / "teacher_backbone.safetensors")
+    assert trained.cfg.pos == "rope" and trained.num_prefix_tokens == 5
