@@ -49,14 +49,18 @@ def parse_dtype(dtype: Union[str, torch.dtype, None]) -> torch.dtype:
 
 
 def resolve_stride(stride: Union[int, str, None], patch_size: int) -> int:
-    """``None`` -> the patch size; ``"auto"`` -> half the patch size when even (else the patch size)."""
+    """The stride in pixels, checked once for every caller: ``None`` -> the patch size; ``"auto"`` -> half the
+    patch size when even (else the patch size); a number must divide the patch size."""
     if stride is None:
         return patch_size
     if isinstance(stride, str):
         if stride != "auto":
             raise DinokitError(f"stride must be a number or 'auto', got {stride!r}")
         return patch_size // 2 if patch_size % 2 == 0 else patch_size
-    return int(stride)
+    value = int(stride)
+    if value <= 0 or patch_size % value:
+        raise DinokitError(f"stride {value} must divide the patch size {patch_size}")
+    return value
 
 
 @dataclass
@@ -126,8 +130,6 @@ class Extractor:
         self.model: VisionTransformer = net.to(device=self.device, dtype=self.dtype).eval()
         self.patch_size = int(self.model.patch_size)
         self.stride = resolve_stride(stride, self.patch_size)
-        if self.stride <= 0 or self.patch_size % self.stride:
-            raise DinokitError(f"stride {self.stride} must divide the patch size {self.patch_size}")
         self.load_size = load_size
         self.num_heads = int(self.model.num_heads)
         self.depth = len(self.model.blocks)

@@ -218,8 +218,7 @@ class InspectorSession:
             raise DinokitError(f"bin must be true or false, got {bin!r}")
         if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)):
             raise DinokitError(f"stride must be an integer, got {stride!r}")
-        if stride < 1 or self.patch_size % stride:
-            raise DinokitError(f"stride {stride} must divide the patch size {self.patch_size}")
+        resolve_stride(int(stride), self.patch_size)
         n = self._max_grid(int(stride))
         if n > self.max_patches:
             raise DinokitError(f"stride {stride} gives {n} patches for the largest image; at most {self.max_patches} "

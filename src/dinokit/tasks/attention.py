@@ -112,8 +112,6 @@ def attention_maps(
     load_size, threshold, interpolation = st.load_size, st.threshold, st.interpolation
     p = int(model.patch_size)
     s = resolve_stride(st.stride, p)
-    if p % s:
-        raise DinokitError(f"stride {s} must divide the patch size {p}")
     dev = resolve_device(device)
     dt = parse_dtype(dtype)
     mean, std = input_normalization(model)
