@@ -174,10 +174,9 @@ def _base_kwargs(args: argparse.Namespace, runner: Any) -> dict[str, Any]:
 def _report(bench: Any, args: argparse.Namespace) -> int:
     result = bench.run()
     print(result.report())
-    if not args.quiet:
-        c = bench.counts_
-        print(f"dinokit: {c['items_scored']} item(s) scored now, {c['items_from_log']} read from {args.out / 'items.jsonl'}"
-              f"; results in {args.out / 'results.json'} and results.csv", file=sys.stderr)
+    c = bench.counts_  # the summary stays with --quiet, which hides only progress
+    print(f"dinokit: {c['items_scored']} item(s) scored now, {c['items_from_log']} read from {args.out / 'items.jsonl'}"
+          f"; results in {args.out / 'results.json'} and results.csv", file=sys.stderr)
     return 0
 
 

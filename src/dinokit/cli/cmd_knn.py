@@ -99,6 +99,5 @@ def _knn(args: argparse.Namespace) -> int:
         if model is not None:
             extra["model"] = str(getattr(model, "source", ""))
         save_result(args.out, result, extra)
-        if not args.quiet:
-            print(f"wrote {args.out}", file=sys.stderr)
+        print(f"dinokit: wrote {args.out}", file=sys.stderr)  # the summary stays with --quiet
     return 0

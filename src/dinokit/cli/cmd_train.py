@@ -123,7 +123,7 @@ def _train(args: argparse.Namespace) -> int:
     trainer.fit(resume=args.resume, stop_at_epoch=args.stop_after_epoch)
     if trainer.interrupted_:
         return 130 if trainer.interrupted_ == "SIGINT" else 143
-    if not args.quiet and os.environ.get("RANK", "0") == "0":
+    if os.environ.get("RANK", "0") == "0":  # the summary stays with --quiet, which hides only progress
         last = trainer.history_[-1] if trainer.history_ else None
         state = "finished" if trainer.finished_ else f"stopped after epoch {trainer.epochs_done_}"
         loss = f", last epoch loss {last['loss']:.4f}" if last else ""
