@@ -184,13 +184,23 @@ STRIDE_HELP = ("patch stride, must divide the patch size; 'auto' is half the pat
                "8 for /16")
 
 
+def load_size_option(default: LoadSize = 224, help: str = "smaller image edge after resizing ('none' keeps the "
+                                                           "size, HxW an exact size)") -> Any:
+    """The ``load_size`` field: the paper's 224 unless a task says otherwise."""
+    return option(default, help, parse=parse_load_size, metavar="N|HxW|none")
+
+
+def stride_option(default: Stride = "auto", help: str = STRIDE_HELP) -> Any:
+    """The ``stride`` field: "auto" (half the patch size, the paper's 4 for ViT-S/8) unless a task says otherwise."""
+    return option(default, help, parse=parse_stride, metavar="N|auto")
+
+
 @dataclass(frozen=True)
 class DescriptorSettings(TaskSettings):
     """Which descriptors: image size, stride, block, facet, log-binning and the saliency heads."""
 
-    load_size: LoadSize = option(224, "smaller image edge after resizing ('none' keeps the size, HxW an exact size)",
-                                 parse=parse_load_size, metavar="N|HxW|none")
-    stride: Stride = option("auto", STRIDE_HELP, parse=parse_stride, metavar="N|auto")
+    load_size: LoadSize = load_size_option()
+    stride: Stride = stride_option()
     layer: int = option(11, "block of the descriptors (0-based)")
     facet: str = option("key", "descriptor facet", choices=FACETS)
     bin: bool = option(False, "log-binned descriptors")
@@ -258,10 +268,9 @@ class AttentionSettings(TaskSettings):
     """DINO's last-block CLS attention per head, thresholded as in DINO's figures."""
 
     task: ClassVar[str] = "attention"
-    load_size: LoadSize = option(480, "smaller image edge after resizing (DINO's script: 480; 'none' keeps the size)",
-                                 parse=parse_load_size, metavar="N|HxW|none")
-    stride: Stride = option(None, "patch stride, must divide the patch size (default: the patch size)",
-                            parse=parse_stride, metavar="N|auto")
+    load_size: LoadSize = load_size_option(480, "smaller image edge after resizing (DINO's script: 480; 'none' keeps "
+                                                "the size)")
+    stride: Stride = stride_option(None, "patch stride, must divide the patch size (default: the patch size)")
     threshold: Optional[float] = option(0.6, "keep the patches holding this fraction of each head's attention mass "
                                              "('none': no masks)", parse=parse_optional_float, metavar="F|none")
     interpolation: str = option("nearest", "upsampling of the maps to pixels (nearest: blocky, as DINO's figures)",
@@ -348,9 +357,8 @@ class ExtractSettings(TaskSettings):
     """``dinokit extract``: which descriptors go into each image's file."""
 
     task: ClassVar[str] = "extract"
-    load_size: LoadSize = option(224, "smaller image edge after resizing ('none' keeps the size, HxW an exact size)",
-                                 parse=parse_load_size, metavar="N|HxW|none")
-    stride: Stride = option("auto", STRIDE_HELP, parse=parse_stride, metavar="N|auto")
+    load_size: LoadSize = load_size_option()
+    stride: Stride = stride_option()
     layer: tuple[int, ...] = option((-1,), "blocks of the descriptors, comma-separated (negative counts from the "
                                            "last block)", parse=parse_ints, metavar="L,L,...")
     facet: tuple[str, ...] = option(("key",), "facets, comma-separated: key, query, value, token",
