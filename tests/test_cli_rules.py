@@ -132,3 +132,13 @@ def test_help_texts_name_the_options_as_they_are():
                 assert action.help, f"{name} {action.option_strings} has no help"
     quiet = next(a for a in sub.choices["extract"]._actions if a.dest == "quiet")
     assert "summary" in quiet.help
+
+
+def test_a_run_that_finished_nothing_does_not_block_the_next(tmp_path, data_dir, tiny_weights, capsys):
+    """The README's first command offline: the download fails; the same command with --weights then runs."""
+    a, b = _pair(data_dir)
+    out = tmp_path / "out"
+    assert main(["correspond", a, b, "-o", str(out), "--weights", str(tmp_path / "missing.pth"), "-q"]) == 2
+    capsys.readouterr()
+    assert main(["correspond", a, b, "-o", str(out), "--weights", str(tiny_weights), "--load-size", "48", "-q"]) == 0
+    assert (out / "correspondences.json").is_file()

@@ -8,7 +8,8 @@ every command:
 - a rerun with the same settings and model skips the finished items and does
   the rest (so an interrupted run resumes);
 - a rerun with different ones refuses, listing the differences, unless
-  ``overwrite`` is given, which redoes every item;
+  ``overwrite`` is given, which redoes every item (a folder whose earlier run
+  finished nothing, e.g. because its weights were missing, takes the new run);
 - the folder is checked before any model is loaded: it must be a folder (or
   creatable) and writable, and the message names it;
 - dinokit never reads its own outputs back as inputs: folders holding a
@@ -74,7 +75,7 @@ class OutputFolder:
         self.may_replace = overwrite or previous is not None
         """Whether unfinished items may replace files already there (this folder's own partial outputs)."""
         self.finished: list[str] = []
-        if previous is not None and not overwrite:
+        if previous is not None and not overwrite and previous.get("finished"):  # results to protect
             diffs = self._differences(previous)
             if diffs:
                 raise DinokitError(f"{self.path}: holds results of another run ({'; '.join(diffs)}); pass "
