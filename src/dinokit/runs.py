@@ -58,6 +58,27 @@ def check_output_folder(path: PathLike) -> Path:
     return out
 
 
+def record_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``name: old -> new`` for every leaf that differs between two JSON-like records (nested names dotted,
+    the top level of ``settings``/``model`` left out: ``layer: 9 -> 11``)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            name = "" if not prefix and k in ("settings", "model") else f"{prefix}{k}."
+            out += record_differences(old.get(k), new.get(k), name)
+        return out
+    if old != new:
+        return [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+    return []
+
+
+def refuse_other_run(path: PathLike, differences: list[str]) -> None:
+    """The one refusal of a rerun with other settings, listing (at most five of) the differences."""
+    shown = "; ".join(differences[:5]) + (f" (+{len(differences) - 5} more)" if len(differences) > 5 else "")
+    raise DinokitError(f"{path}: holds results of another run ({shown}); pass --overwrite to redo them, or choose "
+                       "another output folder")
+
+
 class OutputFolder:
     """An output folder and its run record; see the module docstring for the rule.
 
@@ -78,8 +99,7 @@ class OutputFolder:
         if previous is not None and not overwrite and previous.get("finished"):  # results to protect
             diffs = self._differences(previous)
             if diffs:
-                raise DinokitError(f"{self.path}: holds results of another run ({'; '.join(diffs)}); pass "
-                                   "--overwrite to redo them, or choose another output folder")
+                refuse_other_run(self.path, diffs)
             self.finished = list(previous.get("finished", []))
         self._write()
 
@@ -96,15 +116,7 @@ class OutputFolder:
     def _differences(self, previous: dict) -> list[str]:
         if previous.get("command") != self.command:
             return [f"command: {previous.get('command')!r} -> {self.command!r}"]
-        out = []
-        old, new = previous.get("record", {}), self.record
-        for key in sorted(set(old) | set(new)):
-            a, b = old.get(key), new.get(key)
-            if isinstance(a, dict) and isinstance(b, dict):
-                out += [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-            elif a != b:
-                out.append(f"{key}: {a!r} -> {b!r}")
-        return out
+        return record_differences(previous.get("record", {}), self.record)
 
     def _write(self) -> None:
         from .io import save_json
@@ -199,4 +211,4 @@ def summarize(what: str, out: PathLike, done: int, skipped: int, failures: ItemF
 
 
 __all__ = ["RECORD_NAME", "OutputFolder", "ItemFailures", "check_output_folder", "is_output_folder", "process_items",
-           "summarize"]
+           "record_differences", "refuse_other_run", "summarize"]

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
 from ...errors import DinokitError
+from ...runs import check_output_folder, record_differences, refuse_other_run
 from ...io import save_json, write_atomic
 
 RUN_FILE = "run.json"
@@ -39,18 +40,6 @@ RESULT_FILES = ("results.json", "results.csv")
 def safe_name(name: str) -> str:
     """``name`` with every character other than letters, digits and ``-_.()`` replaced by ``_`` (a folder name)."""
     return "".join(c if c.isalnum() or c in "-_.()" else "_" for c in name) or "set"
-
-
-def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Human-readable differences between two JSON-like settings dicts."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for k in sorted(set(old) | set(new), key=str):
-            out += _diff(old.get(k), new.get(k), f"{prefix}{k}.")
-        return out
-    if old != new:
-        return [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
-    return []
 
 
 def _jsonable(obj: Any) -> Any:
@@ -70,10 +59,7 @@ class RunFolder:
     """
 
     def __init__(self, path: Union[str, os.PathLike], settings: dict[str, Any], overwrite: bool = False) -> None:
-        self.path = Path(path)
-        if self.path.exists() and not self.path.is_dir():
-            raise DinokitError(f"{self.path}: exists and is not a folder; choose another output folder")
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path = check_output_folder(path)
         self.settings = _jsonable(settings)
         run_file = self.path / RUN_FILE
         if overwrite:
@@ -83,11 +69,9 @@ class RunFolder:
                 old = json.loads(run_file.read_text())
             except (OSError, ValueError):
                 raise DinokitError(f"{run_file}: unreadable; delete it or pass --overwrite") from None
-            changes = _diff(old.get("settings"), self.settings)
+            changes = record_differences(old.get("settings"), self.settings)
             if changes:
-                shown = "; ".join(changes[:3]) + (f" (+{len(changes) - 3} more)" if len(changes) > 3 else "")
-                raise DinokitError(f"{self.path}: holds a run with other settings ({shown}); "
-                                   "choose another output folder or pass --overwrite to start again")
+                refuse_other_run(self.path, changes)
         elif (self.path / LOG_FILE).exists():
             raise DinokitError(f"{self.path}: has {LOG_FILE} but no {RUN_FILE}; pass --overwrite to start again")
         save_json(run_file, {"settings": self.settings})
