@@ -15,7 +15,7 @@ This module imports neither torch nor NumPy: ``dinokit --help`` reads it.
 from __future__ import annotations
 
 import argparse
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, ClassVar, Optional, Sequence, TypeVar, Union
 
 from .errors import DinokitError
@@ -163,15 +163,6 @@ class TaskSettings:
         """The settings as plain JSON values (tuples become lists), for the record stored with outputs."""
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
-    def differences(self, record: dict[str, Any]) -> list[str]:
-        """``name: old -> new`` for every setting that differs from an earlier record."""
-        mine = self.to_record()
-        out = []
-        for name in sorted(set(mine) | set(record)):
-            if mine.get(name, MISSING) != record.get(name, MISSING):
-                out.append(f"{name}: {record.get(name, '(unset)')!r} -> {mine.get(name, '(unset)')!r}")
-        return out
-
 
 def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
@@ -208,8 +199,6 @@ class DescriptorSettings(TaskSettings):
         None, "comma-separated heads of the last block averaged for saliency (default: the model's, else all)",
         parse=parse_heads, metavar="H,H,...")
 
-    def check(self) -> None:
-        _at_least("layer", self.layer, -64)
 
 
 @dataclass(frozen=True)
@@ -380,13 +369,9 @@ def _parse_facets(value: Any) -> tuple[str, ...]:
     return items
 
 
-TASK_SETTINGS: dict[str, type[TaskSettings]] = {
-    cls.task: cls for cls in (CorrespondenceSettings, SimilaritySettings, PCASettings, AttentionSettings,
-                              CoSegmentationSettings, PartSettings, InspectorSettings, ExtractSettings)
-}
-
 __all__ = [
     "TaskSettings", "DescriptorSettings", "CorrespondenceSettings", "SimilaritySettings", "PCASettings",
     "AttentionSettings", "CoSegmentationSettings", "PartSettings", "InspectorSettings", "ExtractSettings",
-    "TASK_SETTINGS", "STRIDE_HELP", "FACETS", "DEFAULT_MODEL", "option", "parse_load_size", "parse_stride", "parse_heads", "parse_ints",
+    "STRIDE_HELP", "FACETS", "DEFAULT_MODEL", "option", "load_size_option", "stride_option", "parse_load_size",
+    "parse_stride", "parse_heads", "parse_ints", "parse_optional_float",
 ]
