@@ -166,6 +166,19 @@ def tiny_extractor(tiny_weights):
     return Extractor(weights=tiny_weights, stride=4, load_size=64, device="cpu")
 
 
+def test_grabcut_on_several_threads_gives_the_masks_of_one(goose, trained_weights):
+    """GrabCut runs on the CPU cores at once (it releases the GIL); the masks equal the one-at-a-time ones."""
+    model = CoSegmentation(weights=trained_weights, load_size=64, sample_interval=10, thresh=0.05,
+                           votes_percentage=50, device="cpu", progress=False).fit(goose)
+    try:
+        one = list(model.masks_with_info(workers=1))
+        four = list(model.masks_with_info(workers=4))
+        assert any(ok for _, ok in one)  # GrabCut really ran
+        assert all(np.array_equal(a, b) and oa == ob for (a, oa), (b, ob) in zip(one, four))
+    finally:
+        model.close()
+
+
 def test_end_to_end_icoseg(goose, tiny_extractor, tmp_path):
     kwargs = dict(load_size=64, stride=4, sample_interval=10, progress=False)
     info = cosegment(goose, tmp_path / "out", tiny_extractor, save_intermediate=True, **kwargs)

@@ -42,6 +42,8 @@ on the sample and assigns in batches, several k per pass for large sets
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field, fields
@@ -400,6 +402,7 @@ class CoSegmentation:
         self.device = device
         self.dtype = dtype
         self.progress = progress
+        self._timing_lock = threading.Lock()
 
     # --- helpers shared with the part co-segmentation -------------------------
     def _extractor(self) -> Extractor:
@@ -525,13 +528,31 @@ class CoSegmentation:
             return upsample_mask(coarse, size), False
         t0 = time.perf_counter()
         res = grabcut_refine(self.image(index), coarse)
-        self.timings_["grabcut"] = self.timings_.get("grabcut", 0.0) + time.perf_counter() - t0
+        with self._timing_lock:
+            self.timings_["grabcut"] = self.timings_.get("grabcut", 0.0) + time.perf_counter() - t0
         return res.mask, res.refined
 
+    def masks_with_info(self, refine: bool = True, workers: Optional[int] = None) -> Iterator[tuple[np.ndarray, bool]]:
+        """``(mask, refined)`` of every image in order, GrabCut running on ``workers`` threads at once.
+
+        OpenCV's GrabCut releases the GIL and each call seeds its own thread's
+        generator, so the masks equal those computed one at a time. Default: one
+        thread per CPU core (at most 16).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        n = len(self.items_)
+        workers = workers if workers is not None else min(16, os.cpu_count() or 1)
+        if workers <= 1 or n < 2:
+            yield from (self.mask_with_info(i, refine) for i in range(n))
+            return
+        with ThreadPoolExecutor(max_workers=min(workers, n)) as pool:
+            yield from pool.map(lambda i: self.mask_with_info(i, refine), range(n))
+
     def masks(self, refine: bool = True) -> Iterator[np.ndarray]:
-        """Masks of every image in order (computed one at a time)."""
-        for i in range(len(self.items_)):
-            yield self.mask(i, refine)
+        """Masks of every image in order (GrabCut spread over the CPU cores)."""
+        for mask, _ in self.masks_with_info(refine):
+            yield mask
 
     def summary(self) -> dict:
         """JSON-friendly settings and outcome of the fit."""
@@ -638,8 +659,9 @@ def save_cosegmentation(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     refined = []
+    masks = model.masks_with_info()
     for i, it in enumerate(tqdm(model.items_, desc="grabcut", unit="img", disable=not progress)):
-        mask, ok = model.mask_with_info(i)
+        mask, ok = next(masks)
         refined.append(bool(ok))
         save_image(out / f"{it.name}_mask.png", _resize_mask(mask, mask_output_size(it, mask_size)).astype(np.uint8) * 255)
         rgb = model.display_image(i)
