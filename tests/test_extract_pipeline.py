@@ -172,3 +172,27 @@ def test_torchrun_two_processes_write_each_file_once(tmp_path, mixed_images, per
     record = json.loads((out / RECORD_NAME).read_text())
     assert sorted(record["finished"]) == names
     assert proc.stderr.count("wrote descriptors of 5 image(s)") == 1  # one summary, from rank 0
+
+
+def test_writer_records_in_groups_and_hands_errors_to_the_caller():
+    from dinokit.errors import DinokitError
+    from dinokit.features.pipeline import _Writer
+
+    written, recorded = [], []
+
+    def write(name, tensors, meta):
+        if name == "bad":
+            raise DinokitError("bad: cannot write")
+        written.append(name)
+
+    failures = ItemFailures()
+    w = _Writer(write, recorded.append, failures, depth=2, record_every=2, record_seconds=3600)
+    for name in ["a", "b", "bad", "c"]:
+        w.put(name, {}, {})
+    w.close()
+    assert written == ["a", "b", "c"] and recorded == [["a", "b"], ["c"]]
+    assert list(failures.failed) == ["bad"] and w.done == 3
+    strict = _Writer(write, recorded.append, ItemFailures(fail_fast=True), depth=1)
+    strict.put("bad", {}, {})
+    with pytest.raises(DinokitError, match="cannot write"):
+        strict.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
@@ -124,15 +125,23 @@ def batches_by_size(items: Iterator[_Loaded], batch_size: int, hold: Optional[in
 
 
 class _Writer:
-    """A background thread writing descriptor files from a bounded queue; each written item is ``finish``-ed."""
+    """A background thread writing descriptor files from a bounded queue; written items are ``finish``-ed.
 
-    def __init__(self, write: Callable[[str, dict, dict], None], finish: Callable[[str], None],
-                 failures: ItemFailures, depth: int = 4) -> None:
+    Finished items are recorded together (``finish(names)``) every
+    ``record_every`` files or ``record_seconds``, and at the end, so a long
+    run does not rewrite its run record after every file (an interrupted run
+    redoes at most those few).
+    """
+
+    def __init__(self, write: Callable[[str, dict, dict], None], finish: Callable[[list[str]], None],
+                 failures: ItemFailures, depth: int = 4, record_every: int = 64, record_seconds: float = 2.0) -> None:
         self.write, self.finish, self.failures = write, finish, failures
         self.queue: "queue.Queue[Optional[tuple[str, dict, dict]]]" = queue.Queue(maxsize=depth)
         self.lock = threading.Lock()
         self.error: Optional[BaseException] = None
-        self.done = 0
+        self.done, self.record_every, self.record_seconds = 0, record_every, record_seconds
+        self.last_record = time.monotonic()
+        self.unrecorded: list[str] = []
         self.thread = threading.Thread(target=self._loop, name="dinokit-writer", daemon=True)
         self.thread.start()
 
@@ -140,18 +149,29 @@ class _Writer:
         while True:
             job = self.queue.get()
             if job is None:
+                self._record()
                 return
             if self.error is not None:
                 continue  # drain without writing after a fatal error
-            name, tensors, meta = job
             try:
-                with self.lock:
-                    ok = self.failures.run(name, lambda: self.write(name, tensors, meta))
-                    if ok:
-                        self.finish(name)
-                        self.done += 1
+                self._one(*job)
+                if (len(self.unrecorded) >= self.record_every
+                        or time.monotonic() - self.last_record >= self.record_seconds):
+                    self._record()
             except BaseException as exc:  # fail-fast or a real bug: handed to the main thread
                 self.error = exc
+
+    def _one(self, name: str, tensors: dict, meta: dict) -> None:
+        with self.lock:
+            if self.failures.run(name, lambda: self.write(name, tensors, meta)):
+                self.unrecorded.append(name)
+                self.done += 1
+
+    def _record(self) -> None:
+        self.last_record = time.monotonic()
+        if self.unrecorded:
+            names, self.unrecorded = self.unrecorded, []
+            self.finish(names)
 
     def put(self, name: str, tensors: dict, meta: dict) -> None:
         """Queue one file (blocks while the queue is full); re-raises a writer error here."""
@@ -241,9 +261,9 @@ def extract_folder(extractor: Optional[Extractor], items: Sequence[tuple[str, Pa
 
         save_tensors(out / f"{name}.safetensors", tensors, meta, overwrite=folder.may_replace)
 
-    def finish(name: str) -> None:
-        folder.finish(name)
-        report.finished.append(name)
+    def finish(names: list[str]) -> None:
+        folder.finish_many(names)
+        report.finished.extend(names)
 
     loaded = iter(_loader(extractor, share, workers))  # workers start (fork) before the writer thread does
     writer = _Writer(write, finish, failures, opt.queue_depth)
