@@ -87,7 +87,10 @@ class OutputFolder:
     records are equal share results.
     """
 
-    def __init__(self, path: PathLike, command: str, record: dict[str, Any], overwrite: bool = False) -> None:
+    def __init__(self, path: PathLike, command: str, record: dict[str, Any], overwrite: bool = False,
+                 write_record: bool = True) -> None:
+        self.write_record = write_record
+        """False in the helper processes of a ``torchrun`` group: the record is read, never written (rank 0 does)."""
         self.path = check_output_folder(path)
         self.command = command
         self.record = json.loads(json.dumps(record, default=str))
@@ -121,6 +124,8 @@ class OutputFolder:
     def _write(self) -> None:
         from .io import save_json
 
+        if not self.write_record:
+            return
         save_json(self.path / RECORD_NAME, {"command": self.command, "record": self.record,
                                             "finished": self.finished})
 
@@ -140,6 +145,14 @@ class OutputFolder:
         """Record ``item`` as finished (after its outputs are written)."""
         if item not in self._finished_set():
             self.finished.append(item)
+            self._write()
+
+    def finish_many(self, items: Iterable[str]) -> None:
+        """Record several items as finished with one write of the record."""
+        done = self._finished_set()
+        new = [i for i in dict.fromkeys(items) if i not in done]
+        if new:
+            self.finished.extend(new)
             self._write()
 
 

@@ -136,11 +136,13 @@ def model_record(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def start_run(args: argparse.Namespace, command: str, settings: Optional[TaskSettings] = None,
-              out: Optional[Path] = None, **extra: Any) -> "OutputFolder":
+              out: Optional[Path] = None, write_record: bool = True, **extra: Any) -> "OutputFolder":
     """Check the device and the output folder before anything heavy, and apply the rerun rule.
 
     ``extra`` holds other inputs that change the results (query points,
     drawing options); they are recorded with the settings and the model.
+    ``write_record=False`` reads the record without writing it (helper
+    processes of a ``torchrun`` group).
     """
     from ..devices import resolve_device
     from ..runs import OutputFolder
@@ -150,7 +152,8 @@ def start_run(args: argparse.Namespace, command: str, settings: Optional[TaskSet
     if settings is not None:
         record["settings"] = settings.to_record()
     record.update({k: v for k, v in extra.items() if v is not None})
-    return OutputFolder(out if out is not None else args.out, command, record, overwrite=args.overwrite)
+    return OutputFolder(out if out is not None else args.out, command, record, overwrite=args.overwrite,
+                        write_record=write_record)
 
 
 def model_from_args(args: argparse.Namespace) -> "VisionTransformer":

@@ -77,11 +77,23 @@ def write_descriptor_file(extractor: Extractor, image: PathLike, target: PathLik
                           settings: Optional[ExtractSettings] = None, overwrite: bool = True) -> Path:
     """Extract one image's descriptors (and saliency) as ``settings`` say and write them to ``target``."""
     st = settings if settings is not None else ExtractSettings()
-    feats = extractor.extract(image, list(st.layer), list(st.facet), bin=st.bin, include_cls=st.include_cls,
-                              saliency=st.saliency, saliency_layer=st.saliency_layer, saliency_heads=st.saliency_heads)
-    tensors, meta = features_to_tensors(feats)
-    meta.update({"model": str(getattr(extractor.model, "source", "")), "load_size": json.dumps(extractor.load_size)})
+    feats = extract_as_settings(extractor, image, st)
+    tensors, meta = file_contents(extractor, feats)
     return save_tensors(target, tensors, meta, overwrite=overwrite)
+
+
+def extract_as_settings(extractor: Extractor, images: Any, settings: ExtractSettings) -> Features:
+    """``extractor.extract`` of one image or an equal-size batch with the descriptors ``settings`` name."""
+    st = settings
+    return extractor.extract(images, list(st.layer), list(st.facet), bin=st.bin, include_cls=st.include_cls,
+                             saliency=st.saliency, saliency_layer=st.saliency_layer, saliency_heads=st.saliency_heads)
+
+
+def file_contents(extractor: Extractor, feats: Features, index: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of image ``index``'s descriptor file (:func:`features_to_tensors` plus the model)."""
+    tensors, meta = features_to_tensors(feats, index)
+    meta.update({"model": str(getattr(extractor.model, "source", "")), "load_size": json.dumps(extractor.load_size)})
+    return tensors, meta
 
 
 def extract_to_files(

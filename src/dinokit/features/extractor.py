@@ -10,10 +10,11 @@ interpolation.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence, Union
 
 import torch
 from PIL import Image
@@ -236,7 +237,8 @@ class Extractor:
         sal_layer = self.layer_index(saliency_layer)
         if saliency:
             taps.setdefault(sal_layer, set()).add("cls_attn")
-        res = self.model.run(batch.to(self.device, self.dtype), taps, self.stride)
+        with full_float32(self.device, self.dtype):
+            res = self.model.run(batch.to(self.device, self.dtype, non_blocking=True), taps, self.stride)
         prefix = res.num_prefix_tokens
         out: dict[tuple[int, str], Tensor] = {}
         for layer in layer_list:
@@ -316,6 +318,25 @@ class Extractor:
         if len(sizes) > 1:
             raise DinokitError(f"images of different sizes {sorted(sizes)} cannot share a batch; use extract_many")
         return torch.stack([l.tensor for l in loaded]), loaded
+
+
+@contextlib.contextmanager
+def full_float32(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """A float32 forward pass on CUDA without TF32 (cuDNN enables it for convolutions by default).
+
+    The patch embedding is a convolution: with TF32 its outputs, and so every
+    descriptor, would differ from the CPU's by about 1e-3; float32 means
+    float32. Other devices and dtypes are left as they are.
+    """
+    if device.type != "cuda" or dtype != torch.float32:
+        yield
+        return
+    conv, mm = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, mm
 
 
 class _Clock:

@@ -115,8 +115,7 @@ class Attention(nn.Module):
             cos, sin_signed, prefix = rope
             q, k = rope_apply(qkv[:2], cos, sin_signed, prefix).unbind(0)
         if taps is not None and "cls_attn" in want:  # one row, in float32 even for a half-precision model
-            logits = (q[:, :, :1].float() * self.scale) @ k.float().transpose(-2, -1)
-            taps["cls_attn"] = logits.softmax(dim=-1)[:, :, 0]
+            taps["cls_attn"] = _cls_attention(q, k, self.scale)
         if taps is not None and "attn" in want:
             attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
             taps["attn"] = attn
@@ -125,6 +124,18 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v)
         out = out.transpose(1, 2).reshape(B, N, C)
         return self.proj(out)
+
+
+def _cls_attention(q: Tensor, k: Tensor, scale: float) -> Tensor:
+    """The CLS row of the softmax attention, ``(B, heads, N)``, in float32.
+
+    Computed image by image: a batched product of a single query row picks a
+    kernel by the batch size, and the saliency of an image must not depend on
+    which images share its batch (bit for bit, as the descriptors).
+    """
+    rows = [((qb[:, :1].float() * scale) @ kb.float().transpose(-2, -1)).softmax(dim=-1)[:, 0]
+            for qb, kb in zip(q, k)]
+    return torch.stack(rows)
 
 
 class Mlp(nn.Module):

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from ..devices import DeviceLike, resolve_device
+from ..devices import DeviceLike, select_device
 from ..errors import DinokitError
 
 
@@ -35,20 +35,6 @@ class DistInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def select_device(device: DeviceLike, world_size: int = 1, local_rank: int = 0) -> torch.device:
-    """This process's device, by :func:`dinokit.devices.resolve_device`'s rule, with ``torchrun``'s twist.
-
-    With several processes, the default and a bare ``cuda`` mean this
-    process's own GPU, ``cuda:LOCAL_RANK``; an explicit index is kept. A
-    device that does not exist raises a one-line :class:`DinokitError`.
-    """
-    text = "" if device is None else str(device).strip().lower()
-    own_gpu = text == "cuda" or (text in ("", "auto") and torch.cuda.is_available())
-    if world_size > 1 and own_gpu:
-        return resolve_device(f"cuda:{local_rank}")
-    return resolve_device(device)
 
 
 def setup(device: DeviceLike = None) -> DistInfo:
