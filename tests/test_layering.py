@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "dinokit"
 
 # Lower layers never import these upper ones.
 UPPER = ("tasks", "eval", "cli", "inspect", "train")
-LOWER = ("models", "features", "blocks", "io", "errors", "devices", "settings", "runs")
+LOWER = ("models", "features", "blocks", "io", "errors", "devices", "settings", "runs", "distributed")
 
 
 def _module_name(path: Path) -> str:

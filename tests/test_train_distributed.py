@@ -18,7 +18,7 @@ import torch
 from dinokit.cli import main
 from dinokit.errors import DinokitError
 from dinokit.train import DinoTrainer, load_checkpoint, read_metrics
-from dinokit.train.distributed import select_device, setup
+from dinokit.distributed import select_device, setup
 
 from .conftest import torch_threads
 from .test_train_data import make_noise_folder

@@ -49,7 +49,8 @@ def _non_negative(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from ..features import list_images
-    from ..features.group import gather_finished, join_group, leave_group, start_shared_run
+    from ..distributed import setup, teardown
+    from ..features.group import gather_finished, start_shared_run
     from ..features.pipeline import PipelineOptions, extract_folder
     from ..io import unique_output_names
     from ..runs import ItemFailures, summarize
@@ -57,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, ExtractSettings)
     images = list_images(args.images, exclude=[args.out])
     names = unique_output_names(images, [Path(i) for i in args.images if Path(i).is_dir()])
-    group = join_group(args.device)
+    group = setup(args.device)
     try:
-        if group.shared:
+        if group.distributed:
             args.device = str(group.device)
         folder = start_shared_run(group, lambda write: start_run(args, "extract", settings, write_record=write))
         ex = extractor_from_args(args, settings) if folder.pending(names) else None
@@ -72,4 +73,4 @@ def run(args: argparse.Namespace) -> int:
             return failures.exit_code
         return summarize("descriptors", args.out, done, report.skipped, failures)
     finally:
-        leave_group(group)
+        teardown(group)

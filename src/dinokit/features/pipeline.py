@@ -11,7 +11,7 @@ the output folder after its file is written. Bad images are reported through
 
 Under ``torchrun`` each process takes a strided share (by rank) of the
 pending items; every file is written once, and rank 0 alone writes the run
-record (:func:`join_group`, :func:`start_shared_run`).
+record (:func:`dinokit.distributed.setup`, :func:`~dinokit.features.group.start_shared_run`).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from .augment import MultiCropAugmentation
 from .batch_augment import BatchMultiCrop
 from .config import TrainConfig
 from .data import EpochSampler, MultiCropDataset
-from .distributed import DistInfo
+from ..distributed import DistInfo
 from .head import DINOHead, MultiCropWrapper
 from .loss import DINOLoss
 from .notices import warn_dropped_images

@@ -29,7 +29,7 @@ from .augment import normalize_batch
 from .batch_augment import collate_sources
 from .checkpoint import save_run
 from .data import collate_crops, describe_loader_error, sample_seed
-from .distributed import DistInfo, all_reduce_sum, barrier
+from ..distributed import DistInfo, all_reduce_sum, barrier
 from .state import TrainRun
 
 

@@ -36,7 +36,7 @@ from .builders import (
 from .checkpoint import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, MetricsLog, existing_outputs, read_metrics
 from .config import TrainConfig
 from .data import EpochSampler, MultiCropDataset
-from .distributed import DistInfo, barrier
+from ..distributed import DistInfo, barrier
 from .head import MultiCropWrapper
 from .loss import DINOLoss
 

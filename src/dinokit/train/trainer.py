@@ -25,7 +25,7 @@ from ..errors import DinokitError
 from .builders import DataInput, backbone_arch, build_networks, default_num_workers, params_groups
 from .checkpoint import CHECKPOINT_NAME, BACKBONE_NAME, existing_outputs, load_checkpoint
 from .config import TrainConfig
-from .distributed import DistInfo, setup, teardown
+from ..distributed import DistInfo, setup, teardown
 from .loop import StopRequest, cancel_last_layer_gradients, clip_gradients, ema_update, train_until
 from .notices import warn_short_run
 from .state import TrainRun, build_run, prepare_run_dir

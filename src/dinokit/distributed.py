@@ -1,8 +1,10 @@
-"""Process-group setup for multi-GPU / multi-node training launched with ``torchrun``.
+"""Process groups of several processes launched with ``torchrun`` (training, extraction).
 
 ``torchrun`` sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE`` and the rendezvous
 address; :func:`setup` joins the group (NCCL on GPU, gloo on CPU) and picks
 this process's device. A plain ``python``/``dinokit`` launch is a world of one.
+One home for both users: ``dinokit train`` (DDP) and ``dinokit extract``
+(files shared by rank, :mod:`dinokit.features.group`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from ..devices import DeviceLike, select_device
-from ..errors import DinokitError
+from .devices import DeviceLike, select_device
+from .errors import DinokitError
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ def setup(device: DeviceLike = None) -> DistInfo:
             return DistInfo(dist.get_rank(), local_rank, dist.get_world_size(), dev, False)
         return DistInfo(0, 0, 1, dev, False)
     if not dist.is_available():  # pragma: no cover - every supported build has it
-        raise DinokitError("this PyTorch build has no torch.distributed; cannot train on several processes")
+        raise DinokitError("this PyTorch build has no torch.distributed; cannot run on several processes")
     if dist.is_initialized():
         return DistInfo(dist.get_rank(), local_rank, dist.get_world_size(), dev, False)
     backend = "nccl" if dev.type == "cuda" else "gloo"
