@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ..errors import WeightsError
 from .config import IMAGENET_MEAN, IMAGENET_STD, ArchConfig
-from .formats import CheckpointFormat, register_format
+from .formats import CheckpointFormat, refuse_unknown, register_format, split_keys
 from .layers import release_periods
 from .registry import ModelSpec, register_model
 
@@ -133,6 +133,7 @@ _HF_LAYER = re.compile(r"^(?:model\.)?layer\.(\d+)\.(.+)\.(weight|bias|lambda1)$
 _HF_TOP = {
     "embeddings.cls_token": "cls_token",
     "embeddings.register_tokens": "storage_tokens",
+    "embeddings.mask_token": "mask_token",
     "embeddings.patch_embeddings.weight": "patch_embed.proj.weight",
     "embeddings.patch_embeddings.bias": "patch_embed.proj.bias",
     "norm.weight": "norm.weight",
@@ -167,21 +168,9 @@ def convert_hf_dinov3_state_dict(
     (``1 / inv_freq``, to reproduce ``transformers`` itself).
     """
     gated = any(".mlp.gate_proj." in k for k in state)
-    out: dict[str, Tensor] = {}
+    out, blocks, unknown = split_keys(state, _HF_TOP, _HF_LAYER)
     qkv: dict[tuple[int, str], list[Optional[Tensor]]] = {}
-    unknown = []
-    for key, value in state.items():
-        if key in _HF_TOP:
-            out[_HF_TOP[key]] = value
-            continue
-        if key == "embeddings.mask_token":
-            out["mask_token"] = value.reshape(1, -1)
-            continue
-        m = _HF_LAYER.match(key)
-        if m is None:
-            unknown.append(key)
-            continue
-        i, module, param = int(m.group(1)), m.group(2), m.group(3)
+    for key, i, module, param, value in blocks:
         if module in _QKV:
             qkv.setdefault((i, param), [None, None, None])[_QKV[module]] = value
             continue
@@ -195,9 +184,7 @@ def convert_hf_dinov3_state_dict(
             unknown.append(key)
             continue
         out[f"blocks.{i}.{target}.{'gamma' if param == 'lambda1' else param}"] = value
-    if unknown:
-        shown = ", ".join(unknown[:4]) + (f" (+{len(unknown) - 4} more)" if len(unknown) > 4 else "")
-        raise WeightsError(f"{source}: not a DINOv3ViTModel checkpoint of transformers: unexpected weights {shown}")
+    refuse_unknown(unknown, source, "DINOv3ViTModel")
     _fuse_qkv(qkv, out, source)
     out["rope_embed.periods"] = hf_inv_freq_periods(head_dim, base) if periods == "transformers" else release_periods(head_dim, base)
     return out

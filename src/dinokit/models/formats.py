@@ -13,6 +13,7 @@ no other model module, so the adapters never need to import the loader.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import re
 from typing import Callable, Mapping, Optional
 
 from torch import Tensor
@@ -21,6 +22,36 @@ from ..errors import WeightsError
 from .config import ArchConfig
 
 State = Mapping[str, Tensor]
+
+
+LayerKey = tuple[str, int, str, str, Tensor]
+
+
+def split_keys(state: State, top: Mapping[str, str], layer: "re.Pattern[str]",
+               ignored: tuple[str, ...] = ()) -> tuple[dict[str, Tensor], list[LayerKey], list[str]]:
+    """Sort a foreign state dict's keys: the top-level ones renamed by ``top`` (a ``mask_token`` flattened to
+    ``(1, D)``), the per-block ones as ``(key, block, module, param, value)`` from ``layer``'s three groups,
+    and the unknown ones; keys starting with ``ignored`` (task heads) are dropped."""
+    out: dict[str, Tensor] = {}
+    blocks: list[LayerKey] = []
+    unknown: list[str] = []
+    for key, value in state.items():
+        if key in top:
+            out[top[key]] = value.reshape(1, -1) if top[key] == "mask_token" else value
+        elif ignored and key.startswith(ignored):
+            continue
+        elif (m := layer.match(key)) is not None:
+            blocks.append((key, int(m.group(1)), m.group(2), m.group(3), value))
+        else:
+            unknown.append(key)
+    return out, blocks, unknown
+
+
+def refuse_unknown(unknown: list[str], source: str, what: str) -> None:
+    """One line naming (a few of) the weights a converter does not know."""
+    if unknown:
+        shown = ", ".join(unknown[:4]) + (f" (+{len(unknown) - 4} more)" if len(unknown) > 4 else "")
+        raise WeightsError(f"{source}: not a {what} checkpoint of transformers: unexpected weights {shown}")
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from ..errors import WeightsError
 from .build import build_and_load, finish_model
 from .config import IMAGENET_MEAN, IMAGENET_STD, ArchConfig
 from .dinov3 import arch_from_hf_dinov3_config, convert_hf_dinov3_state_dict
-from .formats import CheckpointFormat, register_format
+from .formats import CheckpointFormat, refuse_unknown, register_format, split_keys
 from .vit import VisionTransformer
 
 PathLike = Union[str, os.PathLike]
@@ -101,24 +101,10 @@ def looks_like_hf(state: Mapping[str, Any]) -> bool:
 
 def convert_hf_state_dict(state: Mapping[str, Tensor], source: str = "weights") -> dict[str, Tensor]:
     """Rename a ``transformers`` ViT / DINOv2 state dict to the official layout, fusing q, k, v."""
-    state = _strip_wrapper(state)
-    out: dict[str, Tensor] = {}
+    out, blocks, unknown = split_keys(_strip_wrapper(state), _TOP, _LAYER, _IGNORED)
     qkv: dict[tuple[int, str], list[Optional[Tensor]]] = {}
     gate_up: dict[tuple[int, str], list[Optional[Tensor]]] = {}
-    unknown: list[str] = []
-    for key, value in state.items():
-        if key in _TOP:
-            if key == "embeddings.mask_token":
-                value = value.reshape(1, -1)
-            out[_TOP[key]] = value
-            continue
-        if key.startswith(_IGNORED):
-            continue
-        m = _LAYER.match(key)
-        if m is None:
-            unknown.append(key)
-            continue
-        i, module, param = int(m.group(1)), m.group(2), m.group(3)
+    for key, i, module, param, value in blocks:
         if module in _QKV:
             qkv.setdefault((i, param), [None, None, None])[_QKV[module]] = value
         elif module in _GATE_UP:
@@ -128,9 +114,7 @@ def convert_hf_state_dict(state: Mapping[str, Tensor], source: str = "weights") 
             out[f"blocks.{i}.{target}.{'gamma' if param == 'lambda1' else param}"] = value
         else:
             unknown.append(key)
-    if unknown:
-        shown = ", ".join(unknown[:4]) + (f" (+{len(unknown) - 4} more)" if len(unknown) > 4 else "")
-        raise WeightsError(f"{source}: not a ViT / DINOv2 checkpoint of transformers: unexpected weights {shown}")
+    refuse_unknown(unknown, source, "ViT / DINOv2")
     for (i, param), parts in qkv.items():
         if any(p is None for p in parts):
             raise WeightsError(f"{source}: layer {i} lacks one of the query/key/value {param}s")
