@@ -94,16 +94,16 @@ class OutputFolder:
         self.path = check_output_folder(path)
         self.command = command
         self.record = json.loads(json.dumps(record, default=str))
-        self.overwrite = overwrite
         previous = self._read()
         self.may_replace = overwrite or previous is not None
         """Whether unfinished items may replace files already there (this folder's own partial outputs)."""
-        self.finished: list[str] = []
+        self.finished: dict[str, None] = {}
+        """The finished items in the order they finished (a dict: ordered, and looked up in constant time)."""
         if previous is not None and not overwrite and previous.get("finished"):  # results to protect
             diffs = self._differences(previous)
             if diffs:
                 refuse_other_run(self.path, diffs)
-            self.finished = list(previous.get("finished", []))
+            self.finished = dict.fromkeys(previous["finished"])
         self._write()
 
     def _read(self) -> Optional[dict]:
@@ -127,32 +127,25 @@ class OutputFolder:
         if not self.write_record:
             return
         save_json(self.path / RECORD_NAME, {"command": self.command, "record": self.record,
-                                            "finished": self.finished})
+                                            "finished": list(self.finished)})
 
     def is_finished(self, item: str) -> bool:
         """Whether ``item`` was finished by a run with this record."""
-        return item in self._finished_set()
-
-    def _finished_set(self) -> set[str]:
-        return set(self.finished)
+        return item in self.finished
 
     def pending(self, items: Iterable[str]) -> list[str]:
         """The items still to do, in order."""
-        done = self._finished_set()
-        return [i for i in items if i not in done]
+        return [i for i in items if i not in self.finished]
 
     def finish(self, item: str) -> None:
         """Record ``item`` as finished (after its outputs are written)."""
-        if item not in self._finished_set():
-            self.finished.append(item)
-            self._write()
+        self.finish_many([item])
 
     def finish_many(self, items: Iterable[str]) -> None:
         """Record several items as finished with one write of the record."""
-        done = self._finished_set()
-        new = [i for i in dict.fromkeys(items) if i not in done]
+        new = [i for i in dict.fromkeys(items) if i not in self.finished]
         if new:
-            self.finished.extend(new)
+            self.finished.update(dict.fromkeys(new))
             self._write()
 
 

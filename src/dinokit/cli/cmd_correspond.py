@@ -49,35 +49,27 @@ def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path, Path, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from ..runs import ItemFailures
+    from ..runs import ItemFailures, process_items, summarize
     from ..tasks.correspondences import CorrespondenceFinder, save_correspondences, shortfall_reason
 
     settings = settings_from_args(args, CorrespondenceSettings)
     jobs = _jobs(args)
     folder = start_run(args, "correspond", settings)
-    todo = [j for j in jobs if not folder.is_finished(j[3])]
+    pending = folder.pending([name for *_, name in jobs])
+    finder = CorrespondenceFinder(extractor_from_args(args, settings), settings) if pending else None
+
+    def work(name: str, job: tuple[Path, Path, Path]) -> None:
+        a, b, out = job
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # said below, with the reason
+            res = finder.find(a, b)
+        save_correspondences(res, a, b, out, max_side=settings.max_side, min_side=settings.min_side,
+                             overwrite=folder.may_replace)
+        reason = shortfall_reason(res, settings.num_pairs)
+        if reason:
+            say(f"warning: {out}: {reason}")
+
     failures = ItemFailures(args.fail_fast, "pair")
-    if todo:
-        finder = CorrespondenceFinder(extractor_from_args(args, settings), settings)
-
-        def one(a: Path, b: Path, out: Path) -> None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                res = finder.find(a, b)
-            save_correspondences(res, a, b, out, max_side=settings.max_side, min_side=settings.min_side)
-            reason = shortfall_reason(res, settings.num_pairs)
-            if reason:
-                say(f"warning: {out}: {reason}")
-
-        for a, b, out, name in tqdm(todo, desc="correspond", unit="pair", disable=args.quiet or len(todo) < 2):
-            if failures.run(name, lambda: one(a, b, out)):
-                folder.finish(name)
-    msg = f"wrote {len(todo) - len(failures.failed)} pair(s) to {args.out}"
-    if len(jobs) > len(todo):
-        msg += f", skipped {len(jobs) - len(todo)} already done with these settings"
-    say(msg)
-    if failures.summary(len(jobs)):
-        say(failures.summary(len(jobs)))
-    return failures.exit_code
+    done, skipped = process_items([(name, (a, b, out)) for a, b, out, name in jobs], folder, work, failures,
+                                  "correspond", unit="pair", progress=not args.quiet)
+    return summarize("correspondences", args.out, done, skipped, failures)

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import DinokitError
 from ..settings import PartSettings
 from .cmd_cosegment import add_set_args, run_jobs
-from .common import extractor_from_args, say, settings_from_args, start_run
+from .common import already_finished, extractor_from_args, say, settings_from_args, start_run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
     video = {"video": str(args.video), "frame_step": args.frame_step, "fit_every": args.fit_every,
              "max_frames": args.max_frames, "fps": args.fps, "video_format": args.video_format}
     folder = start_run(args, "parts-video", settings, **video)
-    if folder.is_finished("video"):
-        say(f"{args.out}: already done with these settings, nothing to do (--overwrite to redo)")
+    if already_finished(folder, "video", "settings"):
         return 0
     res = video_part_cosegmentation(
         args.video, args.out, extractor_from_args(args, settings), settings, frame_step=args.frame_step,

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..settings import PCASettings
-from .common import (add_model_args, add_overwrite, add_quiet, add_settings, extractor_from_args, say,
+from .common import (add_model_args, already_finished, add_overwrite, add_quiet, add_settings, extractor_from_args, say,
                      settings_from_args, start_run)
 
 
@@ -38,8 +38,7 @@ def run(args: argparse.Namespace) -> int:
     paths = list_images(args.images, exclude=[args.out])
     names = unique_output_names(paths, [Path(i) for i in args.images if Path(i).is_dir()])
     folder = start_run(args, "pca", settings, images=[str(p) for p in paths], save_arrays=args.save_arrays)
-    if folder.is_finished("pca"):
-        say(f"{args.out}: already done with these settings and images, nothing to do (--overwrite to redo)")
+    if already_finished(folder, "pca", "settings and images"):
         return 0
     results = pca_images(extractor_from_args(args, settings), paths, settings, progress=not args.quiet)
     save_pca(results, paths, args.out, settings, names, args.save_arrays)

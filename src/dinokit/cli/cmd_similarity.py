@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..settings import SimilaritySettings
-from .common import (add_model_args, add_overwrite, add_quiet, add_settings, extractor_from_args, say,
+from .common import (add_model_args, already_finished, add_overwrite, add_quiet, add_settings, extractor_from_args, say,
                      settings_from_args, start_run)
 
 
@@ -40,8 +40,7 @@ def run(args: argparse.Namespace) -> int:
     check_points(paths[0], args.point)
     folder = start_run(args, "similarity", settings, points=args.point, images=[str(p) for p in paths],
                        save_arrays=args.save_arrays)
-    if folder.is_finished("points"):
-        say(f"{args.out}: already done with these settings and points, nothing to do (--overwrite to redo)")
+    if already_finished(folder, "points", "settings and points"):
         return 0
     index = SimilarityIndex.from_images(extractor_from_args(args, settings), paths, settings,
                                         progress=not args.quiet)

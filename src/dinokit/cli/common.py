@@ -120,10 +120,14 @@ def settings_from_args(args: argparse.Namespace, cls: type[S], base: Optional[S]
     return cls.resolve(base, **given)
 
 
+def model_name(args: argparse.Namespace) -> Optional[str]:
+    """The named model the options ask for: ``--model``, else the default unless ``--weights`` is given."""
+    return args.model if (args.model or args.weights) else DEFAULT_MODEL
+
+
 def model_record(args: argparse.Namespace) -> dict[str, Any]:
     """What identifies the model of a run, for the output folder's record (a changed file is a new model)."""
-    name = args.model if (args.model or args.weights) else DEFAULT_MODEL
-    record: dict[str, Any] = {"model": name, "weights": None, "dtype": getattr(args, "dtype", "float32")}
+    record: dict[str, Any] = {"model": model_name(args), "weights": None, "dtype": getattr(args, "dtype", "float32")}
     if args.weights:
         path = Path(args.weights)
         record["weights"] = str(path.resolve())
@@ -160,8 +164,7 @@ def model_from_args(args: argparse.Namespace) -> "VisionTransformer":
     """Load the backbone the options describe (default model when neither --model nor --weights)."""
     from ..models import load_model
 
-    name = args.model if (args.model or args.weights) else DEFAULT_MODEL
-    return load_model(name, args.weights, num_heads=args.num_heads, progress=not getattr(args, "quiet", False))
+    return load_model(model_name(args), args.weights, num_heads=args.num_heads, progress=not getattr(args, "quiet", False))
 
 
 def extractor_from_args(args: argparse.Namespace, settings: Optional[TaskSettings] = None) -> "Extractor":
@@ -173,6 +176,14 @@ def extractor_from_args(args: argparse.Namespace, settings: Optional[TaskSetting
         if settings is not None and hasattr(settings, key):
             kwargs[key] = getattr(settings, key)
     return Extractor(model_from_args(args), device=args.device, dtype=args.dtype, **kwargs)
+
+
+def already_finished(folder: "OutputFolder", item: str, what: str) -> bool:
+    """For a command whose run is one item: say so and return True when a run with this record finished it."""
+    if folder.is_finished(item):
+        say(f"{folder.path}: already done with these {what}, nothing to do (--overwrite to redo)")
+        return True
+    return False
 
 
 def say(message: str) -> None:
